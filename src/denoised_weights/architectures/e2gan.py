@@ -1,0 +1,305 @@
+"""E2GAN-style image-to-image generator and a PatchGAN discriminator (pix2pix loss).
+
+Generator (after E2GAN, Gong et al. ICML 2024, whose code was not released): a 7x7 conv
+stem, two stride-2 convs down, ResNet blocks, one transformer block over the bottleneck
+tokens, and two Upsample + 3x3 conv stages up (no ConvTranspose2d: peft has no LoRA for it),
+then a 7x7 conv and tanh. Every conv and linear layer gets LoRA. Images are ``[B, 3, H, W]``
+in [0, 1] at the interface and in [-1, 1] inside the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from denoised_weights.core.errors import DnwError
+from denoised_weights.core.interfaces import TargetArchitecture
+from denoised_weights.core.lora import LoraSpec
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+class ConvNormAct(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, act: bool = True) -> None:
+        pad_mode = "reflect" if k > 3 else "zeros"
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, padding_mode=pad_mode, bias=False)
+        self.norm = _norm(cout)
+        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block1 = ConvNormAct(channels, channels, 3)
+        self.block2 = ConvNormAct(channels, channels, 3, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block2(self.block1(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + MLP over the bottleneck's H*W tokens."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            raise DnwError(f"transformer width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * mlp_ratio)
+        self.fc2 = nn.Linear(dim * mlp_ratio, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        y = self.norm1(t)
+
+        def split(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, h * w, self.heads, c // self.heads).transpose(1, 2)
+
+        att = F.scaled_dot_product_attention(split(self.q(y)), split(self.k(y)), split(self.v(y)))
+        t = t + self.proj(att.transpose(1, 2).reshape(b, h * w, c))
+        t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class E2GANGenerator(nn.Module):
+    def __init__(
+        self,
+        width: int = 16,
+        n_res: int = 3,
+        heads: int = 4,
+        in_channels: int = 3,
+        out_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        w = width
+        self.stem = ConvNormAct(in_channels, w, 7)
+        self.down1 = ConvNormAct(w, 2 * w, 3, stride=2)
+        self.down2 = ConvNormAct(2 * w, 4 * w, 3, stride=2)
+        self.res = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_res)])
+        self.attn = TransformerBlock(4 * w, heads)
+        self.up1 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(4 * w, 2 * w, 3)
+        )
+        self.up2 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(2 * w, w, 3)
+        )
+        self.head = nn.Conv2d(w, out_channels, 7, padding=3, padding_mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in [-1, 1] → output in [-1, 1]."""
+        h = self.down2(self.down1(self.stem(x)))
+        h = self.attn(self.res(h))
+        return torch.tanh(self.head(self.up2(self.up1(h))))
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix PatchGAN on the channel-concatenated (source, output) pair; logits per patch."""
+
+    def __init__(self, width: int = 32, n_layers: int = 2, in_channels: int = 6) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        ch = width
+        for i in range(1, n_layers + 1):
+            nxt = width * min(2**i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [
+                nn.Conv2d(ch, nxt, 4, stride, 1, bias=False),
+                _norm(nxt),
+                nn.LeakyReLU(0.2, True),
+            ]
+            ch = nxt
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([a, b], dim=1))
+
+
+@dataclass
+class GanTrainState:
+    discriminator: PatchDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    lambda_l1: float
+    steps: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "steps": self.steps,
+        }
+
+
+class E2GAN(TargetArchitecture):
+    """The reference architecture: E2GAN-style generator, PatchGAN, pix2pix conditional GAN loss."""
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        width: int = 16,
+        n_res: int = 3,
+        heads: int = 4,
+        rank: int = 4,
+        alpha: float | None = None,
+        train_norms: bool = False,
+        lora_seed: int = 0,
+        disc_width: int = 32,
+        disc_layers: int = 2,
+    ) -> None:
+        for key, value in {
+            "image_size": image_size,
+            "width": width,
+            "rank": rank,
+            "heads": heads,
+        }.items():
+            if not isinstance(value, int) or value < 1:
+                raise DnwError(f"e2gan: {key} must be a positive integer, got {value!r}")
+        if image_size % 4:
+            raise DnwError(f"e2gan: image_size must be a multiple of 4, got {image_size}")
+        if n_res < 0:
+            raise DnwError(f"e2gan: n_res must be >= 0, got {n_res}")
+        self._config = {
+            "image_size": image_size,
+            "width": width,
+            "n_res": n_res,
+            "heads": heads,
+            "rank": rank,
+            "alpha": alpha,
+            "train_norms": train_norms,
+            "lora_seed": lora_seed,
+            "disc_width": disc_width,
+            "disc_layers": disc_layers,
+        }
+        self.name = "e2gan"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def image_size(self) -> int:
+        return self._config["image_size"]
+
+    def build(self, seed: int = 0) -> E2GANGenerator:
+        c = self._config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return E2GANGenerator(c["width"], c["n_res"], c["heads"])
+
+    def build_discriminator(self, seed: int = 0) -> PatchDiscriminator:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return PatchDiscriminator(self._config["disc_width"], self._config["disc_layers"])
+
+    def auxiliary_modules(self) -> dict[str, nn.Module]:
+        return {"discriminator": self.build_discriminator()}
+
+    def lora_spec(self) -> LoraSpec:
+        model = self.build()
+        targets: list[str] = []
+        norms: dict[str, str] = {}
+        last_layer = None
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                targets.append(name)
+                last_layer = name
+            elif isinstance(module, nn.InstanceNorm2d) and last_layer is not None:
+                norms[name] = last_layer  # the norm joins the conv it follows
+        c = self._config
+        return LoraSpec(
+            target_modules=targets,
+            rank=c["rank"],
+            alpha=c["alpha"],
+            norm_modules=norms,
+            train_norms=c["train_norms"],
+            init_seed=c["lora_seed"],
+        )
+
+    def dummy_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        s = self.image_size
+        a = torch.rand(batch_size, 3, s, s, generator=g)
+        return {"A": a, "B": 1.0 - a}
+
+    def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return (model(batch["A"] * 2 - 1) + 1) / 2
+
+    def init_training(
+        self,
+        model: nn.Module,
+        *,
+        seed: int = 0,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        lambda_l1: float = 100.0,
+        discriminator: PatchDiscriminator | None = None,
+    ) -> GanTrainState:
+        disc = discriminator if discriminator is not None else self.build_discriminator(seed + 1)
+        device = next(model.parameters()).device
+        disc.to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise DnwError("the model has no trainable parameters")
+        return GanTrainState(
+            discriminator=disc,
+            opt_g=torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999)),
+            opt_d=torch.optim.Adam(disc.parameters(), lr=lr, betas=(beta1, 0.999)),
+            lambda_l1=lambda_l1,
+        )
+
+    def training_step(
+        self, model: nn.Module, state: GanTrainState, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """pix2pix: D on (A, B) vs (A, G(A)); G by the adversarial term + λ·L1 to B."""
+        model.train()
+        a, b = batch["A"] * 2 - 1, batch["B"] * 2 - 1
+        fake = model(a)
+        disc = state.discriminator
+        # discriminator
+        disc.requires_grad_(True)
+        state.opt_d.zero_grad(set_to_none=True)
+        real_logits = disc(a, b)
+        fake_logits = disc(a, fake.detach())
+        loss_d = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        )
+        loss_d.backward()
+        state.opt_d.step()
+        # generator
+        disc.requires_grad_(False)
+        state.opt_g.zero_grad(set_to_none=True)
+        logits = disc(a, fake)
+        loss_gan = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        loss_l1 = F.l1_loss(fake, b)
+        (loss_gan + state.lambda_l1 * loss_l1).backward()
+        state.opt_g.step()
+        state.steps += 1
+        return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "l1": loss_l1.item() / 2}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        out = self.forward(model, batch).clamp(0, 1)
+        model.train(was_training)
+        l1 = (out - batch["B"]).abs().mean().item()
+        mse = ((out - batch["B"]) ** 2).mean().clamp_min(1e-10)
+        return {"l1": l1, "psnr": (10 * torch.log10(1.0 / mse)).item()}

@@ -1,0 +1,183 @@
+"""LoRA parameterisation through peft's low-level API, and PEFT adapter directories on disk.
+
+A LoRA *state* is a flat ``{key: tensor}`` dict with peft's key names without the adapter
+name (``"down1.lora_A.weight"``, ``"down1.lora_B.weight"``, and for trained norm layers
+``"norm1.weight"``), exactly what ``get_peft_model_state_dict`` returns for an injected model.
+On disk an adapter is what ``PeftModel.save_pretrained`` writes (``adapter_model.safetensors``
+with ``base_model.model.`` key prefixes + ``adapter_config.json``), so peft loads it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from denoised_weights.core.config import JsonConfig, field
+from denoised_weights.core.errors import DnwError, FingerprintMismatchError
+from denoised_weights.core.io import atomic_dir, load_tensors, save_tensors
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."
+ADAPTER_NAME = "default"
+
+
+@dataclasses.dataclass
+class LoraSpec(JsonConfig):
+    """Which modules of a network get LoRA, with which rank, and how it is initialised."""
+
+    config_type = "lora"
+
+    target_modules: list[str] = field(
+        help="exact module names that receive LoRA", default_factory=list
+    )
+    rank: int = field(4, help="LoRA rank r (down: c x r x kh x kw, up: r x f x 1 x 1)")
+    alpha: float | None = field(None, help="LoRA alpha; None means alpha = rank (scale 1)")
+    norm_modules: dict[str, str] = field(
+        help="norm module name -> the LoRA layer whose weight group it joins", default_factory=dict
+    )
+    train_norms: bool = field(False, help="train the norm modules' parameters with the LoRA")
+    init_seed: int = field(0, help="seed of the LoRA init; the same for every concept of a dataset")
+    init_lora_weights: bool | str = field(
+        True, help="peft's init: True (A random, B zero), 'gaussian', ..."
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise DnwError(f"LoRA rank must be a positive integer, got {self.rank!r}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise DnwError(f"LoRA alpha must be positive, got {self.alpha!r}")
+        if not self.target_modules:
+            raise DnwError("a LoRA spec needs at least one target module")
+        self.target_modules = list(self.target_modules)
+        missing = sorted(set(self.norm_modules.values()) - set(self.target_modules))
+        if missing:
+            raise DnwError(
+                f"norm modules join LoRA layers that are not targets: {', '.join(missing)}"
+            )
+
+    @property
+    def trained_norms(self) -> list[str]:
+        return list(self.norm_modules) if self.train_norms else []
+
+    def to_peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        pattern = "^(" + "|".join(re.escape(m) for m in self.target_modules) + ")$"
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha if self.alpha is not None else self.rank,
+            target_modules=pattern,
+            modules_to_save=self.trained_norms or None,
+            init_lora_weights=self.init_lora_weights,
+            lora_dropout=0.0,
+            bias="none",
+        )
+
+
+def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
+    """Inject LoRA into ``model`` in place; only LoRA (and trained norm) params stay trainable.
+
+    The LoRA init draws from its own generator seeded with ``spec.init_seed``, so every
+    adapter of a dataset starts from the same point whatever the global RNG state.
+    """
+    import torch
+    from peft import inject_adapter_in_model
+
+    names = {n for n, _ in model.named_modules()}
+    absent = sorted(set(spec.target_modules) - names) + sorted(set(spec.trained_norms) - names)
+    if absent:
+        raise DnwError(f"LoRA spec names modules the network lacks: {', '.join(absent[:5])}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        model = inject_adapter_in_model(spec.to_peft_config(), model, adapter_name=ADAPTER_NAME)
+    for name, param in model.named_parameters():
+        param.requires_grad_(_is_adapter_param(name))
+    return model
+
+
+def _is_adapter_param(name: str) -> bool:
+    return ".lora_" in name or ".modules_to_save." in name
+
+
+def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's LoRA state (peft key names, no adapter name)."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` into the model's LoRA; every key must match in name and shape."""
+    current = lora_state(model)
+    missing = sorted(set(current) - set(state))
+    unexpected = sorted(set(state) - set(current))
+    if missing or unexpected:
+        raise DnwError(
+            "LoRA state does not fit this network "
+            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})"
+        )
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(current[key].shape):
+            raise DnwError(
+                f"LoRA tensor {key} has shape {tuple(value.shape)}, network expects {tuple(current[key].shape)}"
+            )
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+
+
+def save_adapter(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    spec: LoraSpec,
+    *,
+    fingerprint: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a PEFT adapter directory atomically; ``fingerprint`` and ``metadata`` ride along."""
+    path = Path(path)
+    meta = {"format": "pt"}
+    if fingerprint:
+        meta["dnw_fingerprint"] = fingerprint
+    with atomic_dir(path) as tmp:
+        save_tensors(tmp / ADAPTER_WEIGHTS, {PEFT_PREFIX + k: v for k, v in state.items()}, meta)
+        spec.to_peft_config().save_pretrained(str(tmp))
+        extra = {"fingerprint": fingerprint, "lora_spec": spec.to_dict(), **(metadata or {})}
+        (tmp / "dnw_adapter.json").write_text(json.dumps(extra, indent=2) + "\n")
+    return path
+
+
+def load_adapter(
+    path: str | Path, *, expected_fingerprint: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, info)`` from a PEFT adapter directory written by :func:`save_adapter`.
+
+    ``info`` holds the fingerprint and LoRA spec. A different ``expected_fingerprint`` is an
+    error: the adapter was made for another architecture, preset, rank or layout.
+    """
+    path = Path(path)
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise DnwError(f"{path}: not a PEFT adapter directory (no {ADAPTER_WEIGHTS})")
+    tensors, meta = load_tensors(path / ADAPTER_WEIGHTS)
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
+    info: dict[str, Any] = {}
+    info_file = path / "dnw_adapter.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+    found = meta.get("dnw_fingerprint") or info.get("fingerprint")
+    if expected_fingerprint and found and found != expected_fingerprint:
+        raise FingerprintMismatchError(
+            f"{path}: adapter was made for fingerprint {found}, this network is {expected_fingerprint} "
+            "(another architecture, preset, rank or block layout); use an adapter made for it"
+        )
+    info["fingerprint"] = found
+    return state, info

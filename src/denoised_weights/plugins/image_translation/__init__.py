@@ -1,0 +1,27 @@
+"""The reference plugin: image-to-image translation GANs (E2GAN-style generator, pix2pix loss).
+
+Registrations are lazy ``"module:attr"`` strings, so loading this plugin imports no torch.
+"""
+
+from __future__ import annotations
+
+from denoised_weights.core.hookspecs import hookimpl
+
+_PRESETS = {
+    "tiny": {"image_size": 32, "width": 8, "n_res": 1, "heads": 2, "rank": 2, "disc_width": 16},
+    "small": {"image_size": 64, "width": 16, "n_res": 3, "heads": 4, "rank": 4, "disc_width": 32},
+    "paper": {
+        "image_size": 256,
+        "width": 64,
+        "n_res": 5,
+        "heads": 8,
+        "rank": 6,
+        "disc_width": 64,
+        "disc_layers": 3,
+    },
+}
+
+
+@hookimpl
+def register_architectures(register):
+    register("e2gan", "denoised_weights.architectures.e2gan:E2GAN", **_PRESETS)
