@@ -39,19 +39,17 @@ _LAZY = {
     "LayerwiseBlocker": "denoised_weights.blockers.layerwise",
 }
 
-__all__ = sorted(
-    [
-        "DnwError",
-        "FingerprintMismatchError",
-        "Registries",
-        "UnknownNameError",
-        "__version__",
-        "default_registries",
-        "get_plugin_manager",
-        "hookimpl",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "DnwError",
+    "FingerprintMismatchError",
+    "Registries",
+    "UnknownNameError",
+    "__version__",
+    "default_registries",
+    "get_plugin_manager",
+    "hookimpl",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

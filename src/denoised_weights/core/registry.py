@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 from collections.abc import Callable
@@ -102,10 +103,8 @@ class Registry:
         entry = self.get(name)
         obj = entry.load()(**entry.options(preset, **overrides))
         if hasattr(obj, "__dict__") and not getattr(obj, "name", ""):
-            try:
+            with contextlib.suppress(AttributeError):
                 obj.name = name
-            except AttributeError:
-                pass
         return obj
 
     def list(self, pattern: str = "*") -> list[str]:
