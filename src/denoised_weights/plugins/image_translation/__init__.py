@@ -25,3 +25,33 @@ _PRESETS = {
 @hookimpl
 def register_architectures(register):
     register("e2gan", "denoised_weights.architectures.e2gan:E2GAN", **_PRESETS)
+
+
+@hookimpl
+def register_pair_sources(register):
+    register("catalogue", "denoised_weights.plugins.image_translation.pairs:CataloguePairs")
+    register("folder", "denoised_weights.plugins.image_translation.pairs:FolderPairs")
+    register(
+        "instruct-pix2pix", "denoised_weights.plugins.image_translation.ip2p:InstructPix2PixPairs"
+    )
+
+
+@hookimpl
+def register_metrics(register):
+    module = "denoised_weights.plugins.image_translation.metrics"
+    for name, cls in [
+        ("l1", "L1"),
+        ("psnr", "PSNR"),
+        ("ssim", "SSIM"),
+        ("lpips", "LPIPS"),
+        ("fid", "FID"),
+        ("kid", "KID"),
+    ]:
+        register(name, f"{module}:{cls}")
+
+
+@hookimpl
+def register_commands(cli):
+    from denoised_weights.plugins.image_translation.commands import add_commands
+
+    add_commands(cli)

@@ -1,0 +1,227 @@
+"""``dnw`` commands of the image-translation plugin: concepts, pairs, base, finetune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+SPLIT_CHOICE = click.Choice(["train", "eval"])
+
+
+def _arch(preset: str):
+    from denoised_weights.api import create_architecture
+
+    return create_architecture("e2gan", preset)
+
+
+def add_commands(cli: click.Group) -> None:
+    from denoised_weights.cli import echo_json
+
+    list_group = cli.commands.get("list")
+
+    @click.command(name="concepts")
+    @click.option(
+        "--split", type=click.Choice(["train", "held-out"]), default=None, help="Only this split."
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def list_concepts(split: str | None, as_json: bool) -> None:
+        """List the concept catalogue (id, split, prompts)."""
+        from denoised_weights.plugins.image_translation.concepts import concepts
+
+        rows = [{"id": c.id, "split": c.split, "prompts": list(c.prompts)} for c in concepts(split)]
+        if as_json:
+            echo_json(rows)
+            return
+        for row in rows:
+            click.echo(f"{row['id']:<40} {row['split']:<9} {row['prompts'][0]}")
+
+    if isinstance(list_group, click.Group):
+        list_group.add_command(list_concepts)
+
+    @cli.command()
+    @click.option(
+        "--concept", "-c", required=True, help="Catalogue concept id or one of its prompts."
+    )
+    @click.option(
+        "--out",
+        "-o",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Output folder (A/ and B/).",
+    )
+    @click.option(
+        "-n",
+        "count",
+        type=click.IntRange(min=1),
+        default=64,
+        show_default=True,
+        help="Number of pairs.",
+    )
+    @click.option(
+        "--split",
+        type=SPLIT_CHOICE,
+        default="train",
+        show_default=True,
+        help="Photos to crop from.",
+    )
+    @click.option(
+        "--size",
+        type=click.IntRange(min=8),
+        default=64,
+        show_default=True,
+        help="Square image size.",
+    )
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--photos",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Your own photo folder.",
+    )
+    def pairs(
+        concept: str, out: Path, count: int, split: str, size: int, seed: int, photos: Path | None
+    ) -> None:
+        """Write N (photo, edited photo) pairs of a catalogue concept in the pix2pix A/B layout."""
+        from denoised_weights.plugins.image_translation.pairs import CataloguePairs, write_pairs
+
+        source = CataloguePairs(concept, size, photos)
+        a, b = source.pairs(count, split=split, seed=seed)
+        info = {
+            "concept": source.concept.id,
+            "prompts": list(source.prompts),
+            "split": split,
+            "seed": seed,
+            "size": size,
+        }
+        write_pairs(out, a, b, info)
+        click.echo(f"wrote {count} pairs of {source.concept.id} to {out}")
+
+    @cli.command()
+    @click.option("--preset", "-p", default="small", show_default=True, help="e2gan preset.")
+    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+    @click.option(
+        "--steps", type=click.IntRange(min=1), default=None, help="Training steps (preset default)."
+    )
+    @click.option(
+        "--concepts",
+        "n_concepts",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Training concepts to mix (default: all).",
+    )
+    @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None)
+    def base(
+        preset: str,
+        out: Path,
+        steps: int | None,
+        n_concepts: int | None,
+        batch_size: int,
+        seed: int,
+        photos: Path | None,
+    ) -> None:
+        """Pretrain the base generator on a mixture of training concepts (resumable)."""
+        from denoised_weights.plugins.image_translation.concepts import concepts
+        from denoised_weights.plugins.image_translation.training import train_base
+
+        arch = _arch(preset)
+        ids = [c.id for c in concepts("train")]
+        if n_concepts:
+            ids = ids[:: max(1, len(ids) // n_concepts)][:n_concepts]
+        steps = steps or {"tiny": 60}.get(preset, 3000)
+        train_base(
+            arch,
+            out,
+            concepts=ids,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            photos_dir=photos,
+        )
+        info = (out / "base.json").read_text()
+        import json
+
+        click.echo(f"base model in {out} ({json.loads(info)['train_seconds']:.0f} s of training)")
+
+    @cli.command()
+    @click.option(
+        "--pairs",
+        "pairs_dir",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Training pairs folder.",
+    )
+    @click.option(
+        "--eval-pairs",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Eval pairs folder (default: 10% of --pairs).",
+    )
+    @click.option("--prompt", required=True, help="The concept's text.")
+    @click.option(
+        "--init",
+        "init",
+        default="standard",
+        show_default=True,
+        help="scratch | standard | a registered initialiser.",
+    )
+    @click.option(
+        "--base",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Base model folder (all inits but scratch).",
+    )
+    @click.option("--preset", "-p", default="small", show_default=True, help="e2gan preset.")
+    @click.option("--max-steps", type=click.IntRange(min=1), default=600, show_default=True)
+    @click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True)
+    @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+    @click.option(
+        "--lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Adam lr (2e-4 full, 1e-3 LoRA).",
+    )
+    @click.option(
+        "--metrics",
+        default="l1,psnr,ssim,lpips,fid",
+        show_default=True,
+        help="Comma-separated metrics.",
+    )
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+    def finetune(
+        pairs_dir: Path, eval_pairs: Path | None, prompt: str, init: str, base: Path | None, preset: str,
+        max_steps: int, eval_every: int, batch_size: int, lr: float | None, metrics: str, seed: int, out: Path,
+    ) -> None:  # fmt: skip
+        """Train a translator for one concept from scratch or from a base + LoRA init (resumable)."""
+        from denoised_weights.plugins.image_translation.pairs import FolderPairs
+        from denoised_weights.plugins.image_translation.training import finetune as run_finetune
+
+        arch = _arch(preset)
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        from denoised_weights.core.plugins import default_registries
+
+        for name in names:
+            default_registries().metrics.get(name)  # unknown metric: one-line error before any work
+        if init not in ("scratch", "standard"):
+            from denoised_weights.core.errors import DnwError
+
+            raise DnwError(
+                f"unknown --init {init!r}: use scratch or standard (generated inits come with 'dnw fit')"
+            )
+        source = FolderPairs(pairs_dir, arch.image_size)
+        if eval_pairs is None:
+            train, held = source.pairs(split="train"), source.pairs(split="eval")
+        else:
+            train, held = source.all_pairs(), FolderPairs(eval_pairs, arch.image_size).all_pairs()
+        curve = run_finetune(
+            arch, out, train_pairs=train, eval_pairs=held, prompt=prompt, init=init, base=base,
+            max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, seed=seed, lr=lr, metrics=names,
+        )  # fmt: skip
+        first, last = curve["points"][0], curve["points"][-1]
+        click.echo(
+            f"{init}: l1 {first['l1']:.4f} -> {last['l1']:.4f} in {last['step']} steps "
+            f"({last['train_seconds']:.1f} s); outputs in {out}"
+        )
