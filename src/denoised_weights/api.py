@@ -70,16 +70,16 @@ def bind_blocker(arch: TargetArchitecture, blocker: WeightBlocker) -> WeightBloc
     return blocker.bind(lora_state(build_lora_model(arch)), arch.lora_spec())
 
 
-def lora_fingerprint(arch: TargetArchitecture, blocker: WeightBlocker) -> str:
-    """Hash of architecture + configuration + LoRA spec + block layout."""
-    return fingerprint(
-        {
-            "architecture": arch.name,
-            "config": arch.config,
-            "lora": arch.lora_spec().to_dict(),
-            "layout": blocker.structure(),
-        }
-    )
+def lora_fingerprint(arch: TargetArchitecture, blocker: WeightBlocker | None = None) -> str:
+    """Hash of architecture + configuration + LoRA spec (+ block layout, given a blocker).
+
+    Without a blocker it identifies what a LoRA state fits (adapters, datasets); with one it
+    identifies a block layout too (generators).
+    """
+    payload = {"architecture": arch.name, "config": arch.config, "lora": arch.lora_spec().to_dict()}
+    if blocker is not None:
+        payload["layout"] = blocker.structure()
+    return fingerprint(payload)
 
 
 def architecture_info(

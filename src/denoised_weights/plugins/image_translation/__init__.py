@@ -52,6 +52,10 @@ def register_metrics(register):
 
 @hookimpl
 def register_commands(cli):
-    from denoised_weights.plugins.image_translation.commands import add_commands
+    from denoised_weights.plugins.image_translation.commands import (
+        add_collect_commands,
+        add_commands,
+    )
 
     add_commands(cli)
+    add_collect_commands(cli)

@@ -7,7 +7,6 @@ generator seeded by (seed, step), so a resumed run sees the same batches as an u
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -136,8 +135,11 @@ class Evaluator:
         result: dict[str, float | None] = {}
         for name, metric in self.metrics.items():
             metric.reset()
-            metric.update(out, self.b)
-            value = metric.compute()
+            try:
+                metric.update(out, self.b)
+                value = metric.compute()
+            except DnwError:  # e.g. FID on an eval set too small for it: recorded as null
+                value = None
             result[name] = None if value is None or math.isnan(value) else float(value)
         return result
 
@@ -162,8 +164,10 @@ def train_loop(
     ckpt_dir: Path,
     desc: str,
     extra_seconds: float = 0.0,
+    eval_at: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
-    """Train to ``max_steps``, evaluating (and checkpointing) at step 0 and every ``eval_every``.
+    """Train to ``max_steps``, evaluating (and checkpointing) at step 0, every ``eval_every``
+    steps, at the steps in ``eval_at`` and at the end.
 
     Returns the curve points; each has ``step``, ``train_seconds`` (training plus
     ``extra_seconds`` such as init time, evaluation excluded) and the metrics.
@@ -178,7 +182,7 @@ def train_loop(
     step = meta["step"] if meta else 0
     train_seconds = meta["train_seconds"] if meta else extra_seconds
     points: list[dict[str, Any]] = meta["points"] if meta else []
-    last_losses: dict[str, float] = {}
+    extra_evals = set(eval_at)
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -198,11 +202,11 @@ def train_loop(
     while step < max_steps:
         batch = batch_fn(step)
         t0 = time.perf_counter()
-        last_losses = arch.training_step(model, tstate, batch)
+        arch.training_step(model, tstate, batch)
         train_seconds += time.perf_counter() - t0
         step += 1
         bar.update(1)
-        if step % eval_every == 0 or step == max_steps:
+        if step % eval_every == 0 or step == max_steps or step in extra_evals:
             record()
             bar.set_postfix(
                 {k: f"{v:.4f}" for k, v in points[-1].items() if k == "l1" and v is not None}
@@ -210,7 +214,6 @@ def train_loop(
         elif step % 200 == 0:
             checkpoint()
     bar.close()
-    _ = last_losses
     return points
 
 
@@ -330,6 +333,7 @@ def finetune(
     lr: float | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     fingerprint: str | None = None,
+    eval_at: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Fine-tune a translator for one concept; returns the curve (also written to curve.json).
 
@@ -355,6 +359,7 @@ def finetune(
         "batch_size": batch_size,
         "lr": lr or DEFAULT_LR["full" if full else "lora"],
         "metrics": list(metrics),
+        "eval_at": sorted(eval_at),
         "train_pairs": len(train_pairs[0]),
         "eval_pairs": len(eval_pairs[0]),
     }
@@ -383,6 +388,7 @@ def finetune(
         ckpt_dir=out / "checkpoint",
         desc=f"finetune {init}",
         extra_seconds=init_seconds,
+        eval_at=eval_at,
     )
     if full:
         save_tensors(
@@ -425,9 +431,7 @@ def steps_to_reach(
     return None
 
 
-def curve_summary(path: str | Path) -> str:
-    curve = json.loads(Path(path).read_text())
-    last = curve["points"][-1]
-    return (
-        f"{curve['init']}: step {last['step']} l1 {last['l1']:.4f} in {last['train_seconds']:.1f} s"
-    )
+def dense_schedule(max_steps: int, every: int) -> list[int]:
+    """Evaluation steps dense early (where a good init shows) and every ``every`` later."""
+    early = [s for s in (5, 10, 15, 20, 30, 40, 60, 80, 100, 130, 160, 200) if s < max_steps]
+    return sorted(set(early) | set(range(every, max_steps + 1, every)) | {max_steps})

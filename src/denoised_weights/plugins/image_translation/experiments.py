@@ -1,0 +1,120 @@
+"""Comparing initialisations on one concept: the same data, steps and evaluation for each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from denoised_weights.core.interfaces import TargetArchitecture
+from denoised_weights.core.io import write_json
+from denoised_weights.plugins.image_translation.pairs import CataloguePairs, write_pairs
+from denoised_weights.plugins.image_translation.training import (
+    DEFAULT_METRICS,
+    dense_schedule,
+    finetune,
+    steps_to_reach,
+)
+
+
+def compare_inits(
+    arch: TargetArchitecture,
+    workdir: str | Path,
+    *,
+    concept: str,
+    base: str | Path,
+    inits: Sequence[str] = ("scratch", "standard"),
+    n_train: int = 256,
+    n_eval: int = 64,
+    max_steps: int = 600,
+    eval_every: int = 50,
+    batch_size: int = 8,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    photos_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``concept`` from every init; target = scratch's final L1.
+
+    Returns ``{"concept", "prompt", "target_l1", "inits": {init: row}}`` where each row has the
+    step and seconds at which the init first reaches the target (None if never), its step-0
+    and final L1, and speed-ups versus scratch. Each run resumes if its folder exists.
+    """
+    workdir = Path(workdir)
+    source = CataloguePairs(concept, arch.image_size, photos_dir)
+    prompt = source.prompts[0]
+    train = source.pairs(n_train, split="train", seed=seed)
+    held = source.pairs(n_eval, split="eval", seed=seed + 1)
+    if not (workdir / "pairs" / "train").is_dir():
+        write_pairs(
+            workdir / "pairs" / "train", *train, {"concept": source.concept.id, "split": "train"}
+        )
+        write_pairs(
+            workdir / "pairs" / "eval", *held, {"concept": source.concept.id, "split": "eval"}
+        )
+    schedule = dense_schedule(max_steps, eval_every)
+    curves = {}
+    for init in inits:
+        curves[init] = finetune(
+            arch,
+            workdir / init,
+            train_pairs=train,
+            eval_pairs=held,
+            prompt=prompt,
+            init=init,
+            base=None if init == "scratch" else base,
+            max_steps=max_steps,
+            eval_every=eval_every,
+            batch_size=batch_size,
+            seed=seed,
+            metrics=metrics,
+            eval_at=schedule,
+        )
+    reference = curves.get("scratch") or next(iter(curves.values()))
+    target = reference["points"][-1]["l1"]
+    ref_hit = steps_to_reach(reference["points"], target)
+    rows = {}
+    for init, curve in curves.items():
+        hit = steps_to_reach(curve["points"], target)
+        row = {
+            "step0_l1": curve["points"][0]["l1"],
+            "final_l1": curve["points"][-1]["l1"],
+            "final_fid": curve["points"][-1].get("fid"),
+            "steps_to_target": hit["step"] if hit else None,
+            "seconds_to_target": hit["train_seconds"] if hit else None,
+        }
+        if hit and ref_hit and hit["step"] > 0:
+            row["speedup_steps"] = ref_hit["step"] / hit["step"]
+            row["speedup_seconds"] = ref_hit["train_seconds"] / max(hit["train_seconds"], 1e-9)
+        elif hit:
+            row["speedup_steps"] = row["speedup_seconds"] = float("inf")
+        else:
+            row["speedup_steps"] = row["speedup_seconds"] = None
+        rows[init] = row
+    result = {
+        "concept": source.concept.id,
+        "prompt": prompt,
+        "target_l1": target,
+        "max_steps": max_steps,
+        "inits": rows,
+    }
+    write_json(workdir / "comparison.json", result)
+    return result
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table: one row per (concept, init)."""
+    lines = [
+        "| concept | init | L1 at step 0 | final L1 | steps to scratch's final L1 | seconds | speed-up (steps) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for init, row in res["inits"].items():
+            steps = row["steps_to_target"]
+            secs = row["seconds_to_target"]
+            speed = row["speedup_steps"]
+            lines.append(
+                f"| {res['concept']} | {init} | {row['step0_l1']:.4f} | {row['final_l1']:.4f} | "
+                f"{steps if steps is not None else 'never'} | {f'{secs:.1f}' if secs is not None else '-'} | "
+                f"{f'{speed:.1f}x' if speed is not None else '-'} |"
+            )
+    return "\n".join(lines)
