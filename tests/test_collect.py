@@ -15,18 +15,9 @@ import denoised_weights as dnw
 from denoised_weights.core.dataset import WeightDataset
 from denoised_weights.plugins.image_translation.collect import CollectOptions, collect
 from denoised_weights.plugins.image_translation.commands import training_concepts
-from denoised_weights.plugins.image_translation.training import train_base
 
 DNW = str(Path(sys.executable).parent / "dnw")
 OPTS = ["--checkpoints", "2", "--max-steps", "12", "--eval-every", "4", "--interval", "4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base")
-    arch = dnw.create_architecture("e2gan", "tiny")
-    train_base(arch, out, concepts=training_concepts(4), steps=4, pairs_per_concept=4, eval_every=2)
-    return out
 
 
 def cli(*args, **kw):

@@ -9,18 +9,14 @@ import denoised_weights as dnw
 from denoised_weights.cli import create_cli
 from denoised_weights.core.plugins import get_plugin_manager
 from denoised_weights.plugins.image_translation.pairs import CataloguePairs
-from denoised_weights.plugins.image_translation.training import finetune, load_base, train_base
+from denoised_weights.plugins.image_translation.training import finetune, load_base
 
 CURVE_KEYS = {"step", "train_seconds", "l1", "psnr", "ssim", "lpips", "fid"}
 
 
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base")
-    arch = dnw.create_architecture("e2gan", "tiny")
-    ids = ["sepia-0.8", "invert-1", "grayscale-1"]
-    train_base(arch, out, concepts=ids, steps=6, pairs_per_concept=4, eval_every=3)
-    return out
+@pytest.fixture
+def base_dir(tiny_base):
+    return tiny_base
 
 
 def run(*args):

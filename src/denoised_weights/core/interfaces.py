@@ -127,6 +127,26 @@ class WeightGenerator(ABC):
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
         """A LoRA state (peft key names, no adapter name) for ``prompt``."""
 
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        pairs: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> StateDict:
+        """The LoRA init for fine-tuning a new concept.
+
+        Most initialisers ignore everything but the prompt; data-aware ones (FINE) also use the
+        LoRA-injected ``model``, its ``arch`` and the concept's training ``pairs``
+        (``{"A": ..., "B": ..., "discriminator": ...}``).
+        """
+        return self.generate(prompt, seed=seed)
+
+    def check_fits(self, arch: TargetArchitecture) -> None:  # noqa: B027 - optional hook
+        """Raise if this initialiser's LoRA states do not fit ``arch``."""
+
 
 class TextEncoder(ABC):
     """Frozen text encoder: prompts to token embeddings (for cross-attention) and a vector."""

@@ -85,13 +85,22 @@ def read_json(path: str | Path) -> Any:
 def save_tensors(
     path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write tensors to a safetensors file atomically (values made contiguous CPU copies)."""
+    """Write tensors to a safetensors file atomically (values made contiguous CPU copies).
+
+    Same tensors and metadata give the same bytes.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    # safetensors writes metadata in hash-map order: with one key, the bytes are reproducible
+    meta = (
+        {"dnw": json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)}
+        if metadata
+        else None
+    )
     with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        save_file(clean, str(tmp), metadata=meta)
     return path
 
 
@@ -105,6 +114,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
+            if "dnw" in metadata:
+                metadata.update(json.loads(metadata.pop("dnw")))
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as exc:
         raise DnwError(f"{path}: not a readable safetensors file ({exc})") from None

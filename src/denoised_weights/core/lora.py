@@ -145,9 +145,7 @@ def save_adapter(
 ) -> Path:
     """Write a PEFT adapter directory atomically; ``fingerprint`` and ``metadata`` ride along."""
     path = Path(path)
-    meta = {"format": "pt"}
-    if fingerprint:
-        meta["dnw_fingerprint"] = fingerprint
+    meta = {"dnw_fingerprint": fingerprint} if fingerprint else {}
     with atomic_dir(path) as tmp:
         save_tensors(tmp / ADAPTER_WEIGHTS, {PEFT_PREFIX + k: v for k, v in state.items()}, meta)
         spec.to_peft_config().save_pretrained(str(tmp))

@@ -1,4 +1,4 @@
-"""Generic built-in components: the layerwise blocker."""
+"""Generic built-in components: the layerwise blocker, text encoders, weight initialisers."""
 
 from __future__ import annotations
 
@@ -14,3 +14,29 @@ def register_blockers(register):
         small={"block_size": 256},
         paper={"block_size": 256},
     )
+
+
+@hookimpl
+def register_text_encoders(register):
+    module = "denoised_weights.generators.text"
+    register("minilm", f"{module}:MiniLMEncoder")
+    register("clip", f"{module}:CLIPEncoder")
+    register("hash", f"{module}:HashEncoder")
+
+
+@hookimpl
+def register_generators(register):
+    """Every ``--init`` of ``dnw finetune`` besides scratch and standard."""
+    register("generated", "denoised_weights.generators.diffusion:DiffusionGenerator")
+    module = "denoised_weights.generators.baselines"
+    register("mean", f"{module}:MeanInit")
+    register("nearest", f"{module}:NearestInit")
+    register("noisy-nearest", f"{module}:NoisyNearestInit")
+    register("fine", f"{module}:FineInit")
+
+
+@hookimpl
+def register_commands(cli):
+    from denoised_weights.cli.generator_commands import add_commands
+
+    add_commands(cli)

@@ -52,10 +52,8 @@ def register_metrics(register):
 
 @hookimpl
 def register_commands(cli):
-    from denoised_weights.plugins.image_translation.commands import (
-        add_collect_commands,
-        add_commands,
-    )
+    from denoised_weights.plugins.image_translation import commands
 
-    add_commands(cli)
-    add_collect_commands(cli)
+    commands.add_commands(cli)
+    commands.add_collect_commands(cli)
+    commands.add_compare_command(cli)

@@ -137,13 +137,12 @@ def collect_concept(
     """Train one concept's LoRA and store its K checkpoints (resumes from ``.work/``)."""
     from tqdm.auto import tqdm
 
+    from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
     from denoised_weights.plugins.image_translation.pairs import CataloguePairs
     from denoised_weights.plugins.image_translation.training import (
         Evaluator,
         build_metrics,
-        load_checkpoint,
         sample_batch,
-        save_checkpoint,
     )
 
     name = safe_name(concept_id)

@@ -164,13 +164,26 @@ def add_commands(cli: click.Group) -> None:
         "init",
         default="standard",
         show_default=True,
-        help="scratch | standard | a registered initialiser.",
+        help="scratch | standard | generated | mean | nearest | noisy-nearest | fine.",
     )
     @click.option(
         "--base",
         type=click.Path(path_type=Path),
         default=None,
         help="Base model folder (all inits but scratch).",
+    )
+    @click.option(
+        "--generator",
+        "-g",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Generator folder (--init generated).",
+    )
+    @click.option(
+        "--data",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Weight dataset (--init mean, nearest, noisy-nearest, fine).",
     )
     @click.option("--preset", "-p", default="small", show_default=True, help="e2gan preset.")
     @click.option("--max-steps", type=click.IntRange(min=1), default=600, show_default=True)
@@ -191,7 +204,8 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
     def finetune(
-        pairs_dir: Path, eval_pairs: Path | None, prompt: str, init: str, base: Path | None, preset: str,
+        pairs_dir: Path, eval_pairs: Path | None, prompt: str, init: str, base: Path | None,
+        generator: Path | None, data: Path | None, preset: str,
         max_steps: int, eval_every: int, batch_size: int, lr: float | None, metrics: str, seed: int, out: Path,
     ) -> None:  # fmt: skip
         """Train a translator for one concept from scratch or from a base + LoRA init (resumable)."""
@@ -204,19 +218,14 @@ def add_commands(cli: click.Group) -> None:
 
         for name in names:
             default_registries().metrics.get(name)  # unknown metric: one-line error before any work
-        if init not in ("scratch", "standard"):
-            from denoised_weights.core.errors import DnwError
-
-            raise DnwError(
-                f"unknown --init {init!r}: use scratch or standard (generated inits come with 'dnw fit')"
-            )
+        initialiser = make_initialiser(init, generator=generator, data=data)
         source = FolderPairs(pairs_dir, arch.image_size)
         if eval_pairs is None:
             train, held = source.pairs(split="train"), source.pairs(split="eval")
         else:
             train, held = source.all_pairs(), FolderPairs(eval_pairs, arch.image_size).all_pairs()
         curve = run_finetune(
-            arch, out, train_pairs=train, eval_pairs=held, prompt=prompt, init=init, base=base,
+            arch, out, train_pairs=train, eval_pairs=held, prompt=prompt, init=init, base=base, initialiser=initialiser,
             max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, seed=seed, lr=lr, metrics=names,
         )  # fmt: skip
         first, last = curve["points"][0], curve["points"][-1]
@@ -293,6 +302,57 @@ def add_commands(cli: click.Group) -> None:
         (workdir / "demo.md").write_text(table + "\n")
         click.echo(table)
         click.echo(f"curves, adapters and image grids: {workdir}/<concept>/<init>/")
+
+
+def add_compare_command(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--concept", "-c", default=None, help="Catalogue concept id or prompt.")
+    @click.option(
+        "--pairs",
+        "pairs_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Or a pairs folder (A/ and B/).",
+    )
+    @click.option("--prompt", default=None, help="Prompt for --pairs (default: the folder name).")
+    @click.option(
+        "--base", required=True, type=click.Path(path_type=Path), help="Base model folder."
+    )
+    @click.option(
+        "--inits", default="scratch,standard", show_default=True, help="Comma-separated inits."
+    )
+    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None)
+    @click.option("--data", type=click.Path(path_type=Path), default=None)
+    @click.option("--preset", "-p", default="small", show_default=True)
+    @click.option("--max-steps", type=click.IntRange(min=1), default=600, show_default=True)
+    @click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True)
+    @click.option("--metrics", default="l1,psnr,ssim,lpips,fid", show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--workdir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path)
+    )
+    def compare(
+        concept: str | None, pairs_dir: Path | None, prompt: str | None, base: Path, inits: str,
+        generator: Path | None, data: Path | None, preset: str, max_steps: int, eval_every: int, metrics: str,
+        seed: int, workdir: Path,
+    ) -> None:  # fmt: skip
+        """Fine-tune one task from several inits (same data, steps, evaluation) and tabulate."""
+        from denoised_weights.core.errors import DnwError
+        from denoised_weights.plugins.image_translation.experiments import (
+            compare_inits,
+            format_table,
+        )
+
+        if (concept is None) == (pairs_dir is None):
+            raise DnwError("give exactly one of --concept and --pairs")
+        names = [i.strip() for i in inits.split(",") if i.strip()]
+        initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in names}
+        result = compare_inits(
+            _arch(preset), workdir, concept=concept, pairs_dir=pairs_dir, prompt=prompt, base=base, inits=names,
+            initialisers=initialisers, max_steps=max_steps, eval_every=eval_every, seed=seed,
+            metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        )  # fmt: skip
+        click.echo(format_table([result]))
 
 
 def demo_concepts(n: int) -> list[str]:
@@ -438,6 +498,24 @@ def add_collect_commands(cli: click.Group) -> None:
                 click.echo(p, err=True)
             raise DnwError(f"{path}: {len(problems)} problem(s) found")
         click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
+
+
+def make_initialiser(init: str, *, generator: Path | None = None, data: Path | None = None):
+    """The registered initialiser behind ``--init`` (None for scratch and standard)."""
+    from denoised_weights.core.errors import DnwError
+    from denoised_weights.core.plugins import default_registries
+
+    if init in ("scratch", "standard"):
+        return None
+    registry = default_registries().generators
+    registry.get(init)  # unknown: a one-line error listing what exists
+    if init == "generated":
+        if generator is None:
+            raise DnwError("--init generated needs --generator DIR (made by 'dnw fit')")
+        return registry.create(init, path=generator)
+    if data is None:
+        raise DnwError(f"--init {init} needs --data DIR (a weight dataset made by 'dnw collect')")
+    return registry.create(init, data=data)
 
 
 def training_concepts(n: int | None) -> list[str]:

@@ -21,9 +21,11 @@ def compare_inits(
     arch: TargetArchitecture,
     workdir: str | Path,
     *,
-    concept: str,
+    concept: str | None = None,
+    pairs_dir: str | Path | None = None,
     base: str | Path,
     inits: Sequence[str] = ("scratch", "standard"),
+    initialisers: dict[str, Any] | None = None,
     n_train: int = 256,
     n_eval: int = 64,
     max_steps: int = 600,
@@ -32,25 +34,33 @@ def compare_inits(
     seed: int = 0,
     metrics: Sequence[str] = DEFAULT_METRICS,
     photos_dir: str | Path | None = None,
+    prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``concept`` from every init; target = scratch's final L1.
+    """Fine-tune one task from every init with the same data and schedule.
 
-    Returns ``{"concept", "prompt", "target_l1", "inits": {init: row}}`` where each row has the
-    step and seconds at which the init first reaches the target (None if never), its step-0
-    and final L1, and speed-ups versus scratch. Each run resumes if its folder exists.
+    The task is a catalogue ``concept`` (pairs from training photos, eval pairs from held-out
+    photos) or a ``pairs_dir`` folder (a fixed 10% held out). The target is scratch's final
+    L1. Returns ``{"concept", "prompt", "target_l1", "inits": {init: row}}`` where each row
+    has the step and seconds at which the init first reaches the target (None if never), its
+    step-0 and final L1, and speed-ups versus scratch. Each run resumes if its folder exists.
     """
     workdir = Path(workdir)
-    source = CataloguePairs(concept, arch.image_size, photos_dir)
-    prompt = source.prompts[0]
-    train = source.pairs(n_train, split="train", seed=seed)
-    held = source.pairs(n_eval, split="eval", seed=seed + 1)
-    if not (workdir / "pairs" / "train").is_dir():
-        write_pairs(
-            workdir / "pairs" / "train", *train, {"concept": source.concept.id, "split": "train"}
-        )
-        write_pairs(
-            workdir / "pairs" / "eval", *held, {"concept": source.concept.id, "split": "eval"}
-        )
+    if pairs_dir is not None:
+        from denoised_weights.plugins.image_translation.pairs import FolderPairs
+
+        folder = FolderPairs(pairs_dir, arch.image_size)
+        train, held = folder.pairs(split="train"), folder.pairs(split="eval")
+        label, prompt = str(pairs_dir), prompt or Path(pairs_dir).name
+    elif concept is not None:
+        source = CataloguePairs(concept, arch.image_size, photos_dir)
+        label, prompt = source.concept.id, prompt or source.prompts[0]
+        train = source.pairs(n_train, split="train", seed=seed)
+        held = source.pairs(n_eval, split="eval", seed=seed + 1)
+        if not (workdir / "pairs" / "train").is_dir():
+            write_pairs(workdir / "pairs" / "train", *train, {"concept": label, "split": "train"})
+            write_pairs(workdir / "pairs" / "eval", *held, {"concept": label, "split": "eval"})
+    else:
+        raise ValueError("compare_inits needs a concept or a pairs folder")
     schedule = dense_schedule(max_steps, eval_every)
     curves = {}
     for init in inits:
@@ -62,6 +72,7 @@ def compare_inits(
             prompt=prompt,
             init=init,
             base=None if init == "scratch" else base,
+            initialiser=(initialisers or {}).get(init),
             max_steps=max_steps,
             eval_every=eval_every,
             batch_size=batch_size,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture
 from denoised_weights.core.io import (
@@ -34,66 +35,6 @@ BASE_CONFIG = "base.json"
 DEFAULT_METRICS = ("l1", "psnr", "ssim", "lpips", "fid")
 #: pix2pix's Adam learning rate for full networks; LoRA adapters take a larger one
 DEFAULT_LR = {"full": 2e-4, "lora": 1e-3}
-
-
-# -- checkpoints -----------------------------------------------------------------------------
-def _flatten_optimizer(
-    prefix: str, opt: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, slots in sd["state"].items():
-        for key, value in slots.items():
-            t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{prefix}.{idx}.{key}"] = t
-    return tensors, sd["param_groups"]
-
-
-def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, groups: Any) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix + "."):
-            idx, key = name[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(
-    path: Path, parts: dict[str, nn.Module | torch.optim.Optimizer], meta: dict[str, Any]
-) -> None:
-    """Everything needed to resume, in one safetensors file + one JSON file (JSON written last)."""
-    tensors: dict[str, torch.Tensor] = {}
-    groups = {}
-    for name, obj in parts.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            flat, groups[name] = _flatten_optimizer(name, obj)
-            tensors.update(flat)
-        else:
-            tensors.update({f"{name}.{k}": v for k, v in obj.state_dict().items()})
-    tensors["rng"] = torch.get_rng_state()
-    token = f"{meta['step']}-{time.time_ns()}"
-    save_tensors(path / "checkpoint.safetensors", tensors, {"token": token})
-    write_json(path / "checkpoint.json", {**meta, "param_groups": groups, "token": token})
-
-
-def load_checkpoint(
-    path: Path, parts: dict[str, nn.Module | torch.optim.Optimizer]
-) -> dict[str, Any] | None:
-    """Restore ``parts`` from a checkpoint; ``None`` when there is none (or it is incomplete)."""
-    if not (path / "checkpoint.json").is_file() or not (path / "checkpoint.safetensors").is_file():
-        return None
-    meta = read_json(path / "checkpoint.json")
-    tensors, tmeta = load_tensors(path / "checkpoint.safetensors")
-    if tmeta.get("token") != meta.get("token"):
-        return None  # killed between the two writes: the older JSON does not match; start over
-    for name, obj in parts.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            _restore_optimizer(name, obj, tensors, meta["param_groups"][name])
-        else:
-            own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-            obj.load_state_dict(own)
-    torch.set_rng_state(tensors["rng"])
-    return meta
 
 
 # -- batches and evaluation ------------------------------------------------------------------
@@ -324,7 +265,7 @@ def finetune(
     prompt: str,
     init: str = "standard",
     base: str | Path | None = None,
-    init_state: dict[str, torch.Tensor] | None = None,
+    initialiser: Any = None,
     init_seconds: float = 0.0,
     max_steps: int = 600,
     eval_every: int = 50,
@@ -339,7 +280,8 @@ def finetune(
 
     ``init="scratch"``: the full generator from random weights (pix2pix, no base).
     Anything else: the base generator with LoRA, starting from peft's default init
-    (``standard``, E2GAN) or from ``init_state`` (a generated or baseline LoRA).
+    (``standard``, E2GAN) or from ``initialiser``'s state (generated or a baseline); the time
+    the initialiser takes is counted in ``init_seconds`` and in every point's ``train_seconds``.
     """
     out = Path(out)
     if max_steps < 1 or eval_every < 1 or batch_size < 1:
@@ -372,8 +314,19 @@ def finetune(
             raise DnwError(f"--init {init} needs --base DIR (a base model from 'dnw base')")
         model, disc = load_base(base, arch)
         model = apply_lora(model, arch.lora_spec())
-        if init_state is not None:
-            load_lora_state(model, init_state)
+        if initialiser is not None:
+            initialiser.check_fits(arch)
+            t0 = time.perf_counter()
+            a, b = train_pairs
+            state = initialiser.initialise(
+                prompt,
+                arch=arch,
+                model=model,
+                pairs={"A": a, "B": b, "discriminator": disc},
+                seed=seed,
+            )
+            load_lora_state(model, state)
+            init_seconds += time.perf_counter() - t0
     tstate = arch.init_training(model, seed=seed, lr=config["lr"], discriminator=disc)
     evaluator = Evaluator(arch, *eval_pairs, build_metrics(metrics))
     a, b = train_pairs

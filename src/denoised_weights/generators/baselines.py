@@ -1,0 +1,212 @@
+"""Baseline initialisers: what a weight generator has to beat.
+
+``mean``           the mean of the dataset's LoRA states
+``nearest``        the trained LoRA of the training concept whose prompt is closest in the text
+                   encoder's space (retrieval; a generator that merely copies does this)
+``noisy-nearest``  nearest + Gaussian noise at the dataset's spread (per tensor)
+``fine``           after FINE (Xie et al. 2024, arXiv 2409.19289): per layer, shared bases U, V
+                   from SVDs of the dataset's LoRA products B·A; only the per-layer singular
+                   values Σ are fitted on a few batches of the new concept's pairs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from denoised_weights.core.dataset import WeightDataset
+from denoised_weights.core.errors import FingerprintMismatchError
+from denoised_weights.core.interfaces import StateDict, TargetArchitecture, WeightGenerator
+
+
+class _DatasetInit(WeightGenerator):
+    def __init__(self, data: str | Path, **_: Any) -> None:
+        self.dataset = WeightDataset(data)
+
+    def check_fits(self, arch: TargetArchitecture) -> None:
+        from denoised_weights.api import lora_fingerprint
+
+        if lora_fingerprint(arch) != self.dataset.fingerprint:
+            raise FingerprintMismatchError(
+                f"{self.dataset.path}: the dataset was collected for another network "
+                f"(preset {self.dataset.config.get('preset')}); use a dataset of this preset"
+            )
+
+    @cached_property
+    def states(self) -> list[tuple[dict[str, Any], StateDict]]:
+        return list(self.dataset.iter_states())
+
+    @cached_property
+    def mean_state(self) -> StateDict:
+        keys = self.states[0][1].keys()
+        return {k: torch.stack([s[k] for _, s in self.states]).mean(0) for k in keys}
+
+    @cached_property
+    def spread(self) -> dict[str, float]:
+        """Per tensor: the standard deviation across the dataset's states (around their mean)."""
+        mean = self.mean_state
+        return {k: torch.stack([s[k] - mean[k] for _, s in self.states]).std().item() for k in mean}
+
+
+class MeanInit(_DatasetInit):
+    """The average LoRA of the dataset."""
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        return {k: v.clone() for k, v in self.mean_state.items()}
+
+
+class NearestInit(_DatasetInit):
+    """Retrieval: the final checkpoint of the concept with the most similar prompt."""
+
+    def __init__(
+        self, data: str | Path, text_encoder: str = "minilm", text_encoder_path: str | None = None
+    ) -> None:
+        super().__init__(data)
+        self.text_encoder = text_encoder
+        self.text_encoder_path = text_encoder_path
+
+    @cached_property
+    def _bank(self) -> tuple[Any, torch.Tensor, list[str]]:
+        from denoised_weights.generators.diffusion import create_text_encoder
+
+        encoder = create_text_encoder(self.text_encoder, self.text_encoder_path)
+        prompts, owners = [], []
+        for frag in self.dataset.fragments():
+            for p in frag["entries"][0]["prompts"]:
+                prompts.append(p)
+                owners.append(frag["concept"])
+        vectors = torch.cat(
+            [encoder.pooled(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]
+        )
+        return encoder, torch.nn.functional.normalize(vectors, dim=-1), owners
+
+    def nearest_concept(self, prompt: str) -> tuple[str, float]:
+        encoder, vectors, owners = self._bank
+        query = torch.nn.functional.normalize(encoder.pooled([prompt]), dim=-1)[0]
+        sims = vectors @ query
+        best = int(sims.argmax())
+        return owners[best], float(sims[best])
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        concept, _ = self.nearest_concept(prompt)
+        return self.dataset.load_concept(concept)[-1]
+
+
+class NoisyNearestInit(NearestInit):
+    """Nearest + noise with the dataset's per-tensor spread times ``scale``."""
+
+    def __init__(self, data: str | Path, scale: float = 1.0, **kw: Any) -> None:
+        super().__init__(data, **kw)
+        self.scale = scale
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        state = super().generate(prompt, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        return {
+            k: v + torch.randn(v.shape, generator=g) * self.spread[k] * self.scale
+            for k, v in state.items()
+        }
+
+
+class _SigmaB(nn.Module):
+    """lora_B.weight = U · diag(σ), reshaped; σ is the only trainable parameter."""
+
+    def __init__(self, u: torch.Tensor, sigma: torch.Tensor, shape: torch.Size) -> None:
+        super().__init__()
+        self.register_buffer("u", u)
+        self.sigma = nn.Parameter(sigma.clone())
+        self.shape = tuple(shape)
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        return (self.u * self.sigma).reshape(self.shape)
+
+
+class FineInit(_DatasetInit):
+    """FINE: shared per-layer bases from the dataset; Σ fitted on the new concept's pairs."""
+
+    def __init__(
+        self, data: str | Path, fit_steps: int = 20, lr: float = 1e-2, batch_size: int = 8, **_: Any
+    ) -> None:
+        super().__init__(data)
+        self.fit_steps = fit_steps
+        self.lr = lr
+        self.batch_size = batch_size
+
+    @cached_property
+    def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per LoRA layer: ``(U [out, r], V [in, r], mean σ [r])``."""
+        layers = sorted({k.rsplit(".lora_", 1)[0] for k in self.mean_state if ".lora_A." in k})
+        bases = {}
+        for layer in layers:
+            a_key, b_key = f"{layer}.lora_A.weight", f"{layer}.lora_B.weight"
+            r = self.mean_state[a_key].shape[0]
+            deltas = [
+                s[b_key].reshape(s[b_key].shape[0], r).double() @ s[a_key].reshape(r, -1).double()
+                for _, s in self.states
+            ]
+            u = torch.linalg.svd(torch.cat(deltas, dim=1), full_matrices=False)[0][:, :r]
+            v = torch.linalg.svd(torch.cat(deltas, dim=0), full_matrices=False)[2][:r].T
+            sigma = torch.stack([torch.diagonal(u.T @ d @ v) for d in deltas]).mean(0)
+            bases[layer] = (u.float(), v.float(), sigma.float())
+        return bases
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        """Without pairs: the bases with the dataset's mean Σ."""
+        state = {k: v.clone() for k, v in self.mean_state.items()}
+        for layer, (u, v, sigma) in self.bases.items():
+            a_key, b_key = f"{layer}.lora_A.weight", f"{layer}.lora_B.weight"
+            state[a_key] = v.T.reshape(state[a_key].shape).contiguous()
+            state[b_key] = (u * sigma).reshape(state[b_key].shape).contiguous()
+        return state
+
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        pairs: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> StateDict:
+        from torch.nn.utils import parametrize
+
+        from denoised_weights.core.lora import load_lora_state, lora_state
+
+        state = self.generate(prompt, seed=seed)
+        if arch is None or model is None or pairs is None or self.fit_steps == 0:
+            return state
+        model = copy.deepcopy(model)
+        load_lora_state(model, state)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        wrapped = []
+        for layer, (u, _, sigma) in self.bases.items():
+            module = model.get_submodule(layer).lora_B["default"]
+            parametrize.register_parametrization(
+                module, "weight", _SigmaB(u, sigma, module.weight.shape)
+            )
+            module.parametrizations.weight.original.requires_grad_(False)
+            wrapped.append(module)
+        disc = (
+            copy.deepcopy(pairs.get("discriminator"))
+            if pairs.get("discriminator") is not None
+            else None
+        )
+        tstate = arch.init_training(model, seed=seed, lr=self.lr, discriminator=disc)
+        a, b = pairs["A"], pairs["B"]
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(self.fit_steps):
+            idx = torch.randint(len(a), (min(self.batch_size, len(a)),), generator=g)
+            arch.training_step(model, tstate, {"A": a[idx], "B": b[idx]})
+        for module in wrapped:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        fitted = lora_state(model)
+        assert all(math.isfinite(float(v.sum())) for v in fitted.values())
+        return fitted

@@ -1,0 +1,450 @@
+"""The text-conditioned diffusion model over weight blocks: ``fit`` and one-step generation.
+
+Training (``fit``): every LoRA of the weight dataset goes through the layerwise blocker (its
+statistics fitted on the training entries and saved with the model); a sample is a block index
+n, the normalised block w_n and one of the concept's prompt paraphrases; the loss is
+‖ε − ε̂(α_t·w_n + σ_t·ε, t, n, τ(prompt))‖² with diffusers' DDPM schedule (``clip_sample`` off).
+
+Generation: all N blocks are denoised in one batched forward from a noise-biased timestep
+t, starting at w_t = α_t·w̄ + σ_t·ε (w̄: the dataset's mean blocks, ``start="mean"``) or at
+pure noise (``start="noise"``), and recovered directly as ŵ0 = (w_t − σ_t·ε̂)/α_t. Multi-step
+DDIM with trailing timestep spacing is available as an option.
+
+Output folder::
+
+    model/            diffusers save_pretrained (config.json + safetensors)
+    scheduler/        scheduler_config.json
+    blocker.json      the block layout and normalisation statistics
+    mean_blocks.safetensors
+    generator.json    text encoder, fingerprints, architecture, defaults
+    val_loss.json, val_loss.png, run.json
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from denoised_weights.core.errors import DnwError, FingerprintMismatchError
+from denoised_weights.core.interfaces import WeightGenerator
+from denoised_weights.core.io import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+    write_run_record,
+)
+
+GENERATOR_CONFIG = "generator.json"
+#: generation defaults, chosen by measurement on the small preset (see the README)
+DEFAULT_TIMESTEP = 500
+DEFAULT_START = "mean"
+
+
+def _scheduler(prediction_type: str = "epsilon"):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=False,
+        prediction_type=prediction_type,
+    )
+
+
+def create_text_encoder(name: str, path: str | None = None):
+    from denoised_weights.core.plugins import default_registries
+
+    opts = {"path": path} if path else {}
+    return default_registries().text_encoders.create(name, **opts)
+
+
+class PromptBank:
+    """Token embeddings of a fixed list of prompts, computed once (the encoder is frozen)."""
+
+    def __init__(self, encoder: Any, prompts: list[str]) -> None:
+        self.prompts = prompts
+        self.index = {p: i for i, p in enumerate(prompts)}
+        chunks = [encoder.encode(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]
+        length = max(t.shape[1] for t, _ in chunks)
+        self.tokens = torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t, _ in chunks])
+        self.mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for _, m in chunks])
+
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens[idx], self.mask[idx]
+
+
+def _model_size(preset: str | None) -> dict[str, Any]:
+    return {"tiny": {"channels": (16, 32), "heads": 2, "patch": 16}}.get(
+        preset or "", {"channels": (64, 128), "heads": 4, "patch": 16}
+    )
+
+
+def fit(
+    data: str | Path,
+    out: str | Path,
+    *,
+    text_encoder: str = "minilm",
+    text_encoder_path: str | None = None,
+    preset: str | None = None,
+    block_size: int | None = None,
+    batch_size: int = 256,
+    lr: float = 3e-4,
+    max_steps: int = 20000,
+    max_minutes: float | None = None,
+    val_every: int = 250,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+    model_options: dict[str, Any] | None = None,
+) -> Path:
+    """Train the block diffusion model on a weight dataset (resumable; DDP under torchrun)."""
+    import os
+
+    from tqdm.auto import tqdm
+
+    from denoised_weights.api import (
+        bind_blocker,
+        create_architecture,
+        create_blocker,
+        lora_fingerprint,
+    )
+    from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.generators.unet1d import WeightUNet1D
+
+    if prediction_type not in ("epsilon", "sample", "v_prediction"):
+        raise DnwError(
+            f"unknown prediction type {prediction_type!r}: epsilon, sample or v_prediction"
+        )
+    out = Path(out)
+    dataset = WeightDataset(data)
+    if len(dataset) == 0:
+        raise DnwError(f"{data}: the weight dataset has no entries yet; run 'dnw collect' first")
+    cfg = dataset.config
+    preset = preset or cfg.get("preset")
+    arch = create_architecture(cfg["architecture"], **cfg["config"])
+    blocker_opts = {"block_size": block_size} if block_size else {}
+    blocker = bind_blocker(arch, create_blocker("layerwise", preset, **blocker_opts))
+    if lora_fingerprint(arch) != dataset.fingerprint:
+        raise FingerprintMismatchError(
+            f"{data}: dataset fingerprint does not match its own architecture"
+        )
+
+    # training entries vs held-out checkpoints (the last one of each concept) for validation
+    entries, states = zip(*dataset.iter_states(), strict=True)
+    k_max = max(e["checkpoint"] for e in entries)
+    is_val = [k_max > 0 and e["checkpoint"] == k_max for e in entries]
+    train_states = [s for s, v in zip(states, is_val, strict=True) if not v]
+    blocker.fit(train_states)
+    blocks = torch.stack([blocker.to_blocks(s) for s in states])  # [E, N, b]
+    encoder = create_text_encoder(text_encoder, text_encoder_path)
+    prompts = sorted({p for e in entries for p in e["prompts"]})
+    bank = PromptBank(encoder, prompts)
+    entry_prompts = [[bank.index[p] for p in e["prompts"]] for e in entries]
+    train_idx = [i for i, v in enumerate(is_val) if not v]
+    val_idx = [i for i, v in enumerate(is_val) if v] or train_idx[:1]
+    n_blocks, b = blocks.shape[1], blocks.shape[2]
+    mean_blocks = blocks[train_idx].mean(0)
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    )
+    options = {**_model_size(preset), **(model_options or {})}
+    torch.manual_seed(seed)
+    model = WeightUNet1D(block_size=b, text_dim=encoder.dim, max_blocks=n_blocks, **options).to(
+        device
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = _scheduler(prediction_type)
+    alphas = scheduler.alphas_cumprod.to(device)
+    train_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model)
+
+    def loss_on(idx_e: torch.Tensor, idx_n: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, prompt_idx: torch.Tensor, net) -> torch.Tensor:  # fmt: skip
+        w0 = blocks[idx_e, idx_n].to(device)
+        a = alphas[t].sqrt()[:, None]
+        s = (1 - alphas[t]).sqrt()[:, None]
+        wt = a * w0 + s * noise
+        tokens, mask = bank.get(prompt_idx)
+        pred = net(wt, t, idx_n.to(device), tokens.to(device), mask.to(device))
+        target = {"epsilon": noise, "sample": w0, "v_prediction": a * noise - s * w0}[
+            prediction_type
+        ]
+        return F.mse_loss(pred, target)
+
+    # a fixed validation set: held-out checkpoints, fixed blocks, timesteps, noise, prompts
+    g = torch.Generator().manual_seed(12345)
+    nv = min(1024, len(val_idx) * n_blocks)
+    val = {
+        "e": torch.tensor(val_idx)[torch.randint(len(val_idx), (nv,), generator=g)],
+        "n": torch.randint(n_blocks, (nv,), generator=g),
+        "t": torch.randint(1000, (nv,), generator=g),
+        "noise": torch.randn(nv, b, generator=g),
+    }
+    val["p"] = torch.tensor([entry_prompts[e][0] for e in val["e"].tolist()])
+
+    @torch.no_grad()
+    def validate() -> float:
+        model.eval()
+        total = 0.0
+        for i in range(0, nv, 512):
+            sl = slice(i, i + 512)
+            total += loss_on(val["e"][sl], val["n"][sl], val["t"][sl].to(device), val["noise"][sl].to(device), val["p"][sl], model).item() * len(val["e"][sl])  # fmt: skip
+        model.train()
+        return total / nv
+
+    ckpt_dir = out / "checkpoint"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = (
+        load_checkpoint(ckpt_dir, {"model": model, "opt": opt}) if rank == 0 or world == 1 else None
+    )
+    if world > 1:  # every rank resumes from rank 0's checkpoint
+        import torch.distributed as dist
+
+        box = [meta]
+        dist.broadcast_object_list(box, src=0)
+        meta = box[0]
+        for p in model.parameters():
+            dist.broadcast(p.data, src=0)
+    step = meta["step"] if meta else 0
+    seconds = meta["seconds"] if meta else 0.0
+    history: list[dict[str, Any]] = meta["history"] if meta else []
+    config = {
+        "data": str(data), "text_encoder": text_encoder, "preset": preset, "batch_size": batch_size, "lr": lr,
+        "max_steps": max_steps, "max_minutes": max_minutes, "prediction_type": prediction_type, "model": options,
+        "block_size": b, "n_blocks": n_blocks, "train_entries": len(train_idx), "val_entries": len(val_idx),
+        "world_size": world,
+    }  # fmt: skip
+    if rank == 0:
+        write_run_record(out, seed=seed, config=config)
+    rng = random.Random(seed * 7 + rank)
+    bar = tqdm(
+        total=max_steps, initial=step, desc="fit", unit="step", mininterval=2, disable=rank != 0
+    )
+    if not history and rank == 0:
+        history.append({"step": 0, "seconds": 0.0, "val_loss": validate(), "train_loss": None})
+    start = time.perf_counter() - seconds
+    running = []
+    while step < max_steps:
+        if max_minutes is not None and (time.perf_counter() - start) / 60 >= max_minutes:
+            break
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step * world + rank)
+        ie = torch.tensor(train_idx)[torch.randint(len(train_idx), (batch_size,), generator=gen)]
+        n = torch.randint(n_blocks, (batch_size,), generator=gen)
+        t = torch.randint(1000, (batch_size,), generator=gen).to(device)
+        noise = torch.randn(batch_size, b, generator=gen).to(device)
+        prompt_idx = torch.tensor([rng.choice(entry_prompts[e]) for e in ie.tolist()])
+        loss = loss_on(ie, n, t, noise, prompt_idx, train_model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running.append(loss.item())
+        step += 1
+        bar.update(1)
+        if (step % val_every == 0 or step == max_steps) and rank == 0:
+            seconds = time.perf_counter() - start
+            history.append({"step": step, "seconds": round(seconds, 2), "val_loss": validate(), "train_loss": sum(running) / len(running)})  # fmt: skip
+            running = []
+            bar.set_postfix(val=f"{history[-1]['val_loss']:.4f}")
+            save_checkpoint(
+                ckpt_dir,
+                {"model": model, "opt": opt},
+                {"step": step, "seconds": seconds, "history": history},
+            )
+    bar.close()
+    seconds = time.perf_counter() - start
+    if rank == 0:
+        if history[-1]["step"] != step:
+            history.append({"step": step, "seconds": round(seconds, 2), "val_loss": validate(), "train_loss": sum(running) / max(1, len(running))})  # fmt: skip
+        model.save_pretrained(str(out / "model"), safe_serialization=True)
+        scheduler.save_pretrained(str(out / "scheduler"))
+        write_json(out / "blocker.json", blocker.layout())
+        save_tensors(out / "mean_blocks.safetensors", {"mean": mean_blocks})
+        write_json(
+            out / GENERATOR_CONFIG,
+            {
+                "architecture": arch.name,
+                "preset": preset,
+                "config": arch.config,
+                "lora_spec": arch.lora_spec().to_dict(),
+                "fingerprint": lora_fingerprint(arch, blocker),
+                "lora_fingerprint": lora_fingerprint(arch),
+                "text_encoder": text_encoder,
+                "text_encoder_path": text_encoder_path,
+                "prediction_type": prediction_type,
+                "default_timestep": DEFAULT_TIMESTEP,
+                "default_start": DEFAULT_START,
+                "n_blocks": n_blocks,
+                "block_size": b,
+                "train_seconds": round(seconds, 2),
+                "steps": step,
+            },
+        )
+        write_json(out / "val_loss.json", history)
+        plot_history(history, out / "val_loss.png")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["val_loss"] for h in history], label="validation (held-out checkpoints)")
+    tr = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
+    if tr:
+        ax.plot(*zip(*tr, strict=True), label="training (running mean)", alpha=0.7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("diffusion loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class DiffusionGenerator(WeightGenerator):
+    """A fitted block diffusion model, loaded from the folder ``fit`` wrote."""
+
+    def __init__(self, path: str | Path, *, text_encoder_path: str | None = None) -> None:
+        from denoised_weights.blockers.layerwise import LayerwiseBlocker
+        from denoised_weights.generators.unet1d import WeightUNet1D
+
+        self.path = Path(path)
+        if not (self.path / GENERATOR_CONFIG).is_file():
+            raise DnwError(
+                f"{self.path}: not a generator folder (no {GENERATOR_CONFIG}); make one with 'dnw fit'"
+            )
+        self.info = read_json(self.path / GENERATOR_CONFIG)
+        self.model = WeightUNet1D.from_pretrained(str(self.path / "model")).eval()
+        self.model.requires_grad_(False)
+        self.scheduler = _scheduler(self.info["prediction_type"])
+        self.blocker = LayerwiseBlocker.from_layout(read_json(self.path / "blocker.json"))
+        self.mean_blocks = load_tensors(self.path / "mean_blocks.safetensors")[0]["mean"]
+        self.encoder = create_text_encoder(
+            self.info["text_encoder"], text_encoder_path or self.info.get("text_encoder_path")
+        )
+
+    @property
+    def lora_fingerprint(self) -> str:
+        return self.info["lora_fingerprint"]
+
+    def check_fits(self, arch: Any) -> None:
+        """Refuse to generate for another architecture, preset, rank or layout."""
+        from denoised_weights.api import lora_fingerprint
+
+        if lora_fingerprint(arch) != self.lora_fingerprint:
+            raise FingerprintMismatchError(
+                f"{self.path}: this generator was fitted for {self.info['architecture']} preset "
+                f"{self.info.get('preset')} (fingerprint {self.lora_fingerprint}), not for the given network "
+                f"({arch.name} {arch.config.get('image_size', '')}); use a generator fitted on its dataset"
+            )
+
+    @torch.no_grad()
+    def generate_blocks(
+        self,
+        prompt: str,
+        *,
+        seed: int = 0,
+        steps: int = 1,
+        timestep: int | None = None,
+        start: str | None = None,
+    ) -> torch.Tensor:
+        """Normalised blocks ``[N, b]`` for ``prompt``."""
+        n, b = self.blocker.n_blocks, self.blocker.block_size
+        tokens, mask = self.encoder.encode([prompt])
+        tokens, mask = tokens.expand(n, -1, -1), mask.expand(n, -1)
+        index = torch.arange(n)
+        noise = torch.randn(n, b, generator=torch.Generator().manual_seed(seed))
+        alphas = self.scheduler.alphas_cumprod
+        if steps == 1:
+            t = int(
+                timestep
+                if timestep is not None
+                else self.info.get("default_timestep", DEFAULT_TIMESTEP)
+            )
+            if not 0 <= t < len(alphas):
+                raise DnwError(f"--timestep must be in [0, {len(alphas) - 1}], got {t}")
+            a, s = alphas[t].sqrt(), (1 - alphas[t]).sqrt()
+            start = start or self.info.get("default_start", DEFAULT_START)
+            if start not in ("mean", "noise"):
+                raise DnwError(f"unknown start {start!r}: mean or noise")
+            wt = a * self.mean_blocks + s * noise if start == "mean" else noise
+            pred = self.model(wt, torch.full((n,), t), index, tokens, mask)
+            kind = self.info["prediction_type"]
+            if kind == "epsilon":
+                return (wt - s * pred) / a
+            if kind == "sample":
+                return pred
+            return a * wt - s * pred  # v-prediction
+        from diffusers import DDIMScheduler
+
+        ddim = DDIMScheduler.from_config(
+            self.scheduler.config, timestep_spacing="trailing", clip_sample=False
+        )
+        ddim.set_timesteps(steps)
+        w = noise
+        for t in ddim.timesteps:
+            pred = self.model(w, t.expand(n), index, tokens, mask)
+            w = ddim.step(pred, t, w).prev_sample
+        return w
+
+    def generate(self, prompt: str, *, seed: int = 0, **options: Any) -> dict[str, torch.Tensor]:
+        return self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))
+
+
+def timed_generate(
+    generator: DiffusionGenerator, prompt: str, out: str | Path, **options: Any
+) -> dict[str, Any]:
+    """Generate and write a PEFT adapter; ``generation_seconds`` spans prompt encoding to the write."""
+    from denoised_weights.core.lora import LoraSpec, save_adapter
+
+    t0 = time.perf_counter()
+    state = generator.generate(prompt, **options)
+    save_adapter(
+        out,
+        state,
+        LoraSpec.from_dict(generator.info["lora_spec"]),
+        fingerprint=generator.lora_fingerprint,
+        metadata={
+            "prompt": prompt,
+            "generator": str(generator.path),
+            **{k: v for k, v in options.items() if v is not None},
+        },
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "generation_seconds": seconds,
+        "n_blocks": generator.blocker.n_blocks,
+        "block_size": generator.blocker.block_size,
+        "lora_params": sum(v.numel() for v in state.values()),
+        "fingerprint": generator.lora_fingerprint,
+        "out": str(out),
+        "finite": bool(all(torch.isfinite(v).all() for v in state.values())),
+        "norm": math.sqrt(sum(float((v**2).sum()) for v in state.values())),
+    }

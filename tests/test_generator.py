@@ -1,0 +1,170 @@
+"""The diffusion weight generator and the other initialisers, on the tiny preset."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import denoised_weights as dnw
+from denoised_weights.cli import create_cli
+from denoised_weights.core.plugins import get_plugin_manager
+from denoised_weights.generators.diffusion import DiffusionGenerator, fit, timed_generate
+from denoised_weights.generators.unet1d import WeightUNet1D
+
+
+def run(*args):
+    return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory, tiny_dataset):
+    out = tmp_path_factory.mktemp("gen")
+    fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
+    return out
+
+
+def test_unet_save_load_round_trip(tmp_path):
+    model = WeightUNet1D(block_size=64, patch=16, channels=(16, 32), heads=2, text_dim=8).eval()
+    args = (torch.randn(3, 64), torch.tensor([1, 500, 999]), torch.tensor([0, 1, 2]), torch.randn(3, 4, 8),
+            torch.ones(3, 4, dtype=torch.bool))  # fmt: skip
+    torch.nn.init.normal_(model.conv_out.weight)  # zero-initialised output: make it matter
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
+    again = WeightUNet1D.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        assert torch.equal(model(*args), again(*args))
+
+
+def test_fit_outputs(tiny_generator):
+    names = {p.name for p in tiny_generator.iterdir()}
+    assert {
+        "model",
+        "scheduler",
+        "blocker.json",
+        "generator.json",
+        "val_loss.json",
+        "val_loss.png",
+        "run.json",
+    } <= names
+    history = json.loads((tiny_generator / "val_loss.json").read_text())
+    assert [h["step"] for h in history] == [0, 3, 6] and all(h["val_loss"] > 0 for h in history)
+    info = json.loads((tiny_generator / "generator.json").read_text())
+    scheduler = json.loads((tiny_generator / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["clip_sample"] is False and scheduler["prediction_type"] == "epsilon"
+    arch = dnw.create_architecture("e2gan", "tiny")
+    assert info["lora_fingerprint"] == dnw.lora_fingerprint(arch) and info["text_encoder"] == "hash"
+
+
+def test_one_step_generation_is_deterministic_and_peft_readable(tmp_path, tiny_generator):
+    gen = DiffusionGenerator(tiny_generator)
+    a = timed_generate(gen, "warm sepia photo", tmp_path / "a", seed=3)
+    timed_generate(gen, "warm sepia photo", tmp_path / "b", seed=3)
+    timed_generate(gen, "warm sepia photo", tmp_path / "c", seed=4)
+    read = lambda p: (p / "adapter_model.safetensors").read_bytes()  # noqa: E731
+    assert read(tmp_path / "a") == read(tmp_path / "b") != read(tmp_path / "c")
+    assert a["finite"] and a["n_blocks"] == gen.blocker.n_blocks and a["generation_seconds"] > 0
+    from peft import PeftModel
+
+    arch = dnw.create_architecture("e2gan", "tiny")
+    PeftModel.from_pretrained(arch.build(), str(tmp_path / "a"))
+    _, info = dnw.load_adapter(tmp_path / "a", expected_fingerprint=dnw.lora_fingerprint(arch))
+    assert info["prompt"] == "warm sepia photo"
+
+
+def test_ddim_trailing_one_step_runs_at_the_last_timestep(tiny_generator):
+    from diffusers import DDIMScheduler
+
+    gen = DiffusionGenerator(tiny_generator)
+    ddim = DDIMScheduler.from_config(
+        gen.scheduler.config, timestep_spacing="trailing", clip_sample=False
+    )
+    ddim.set_timesteps(1)
+    assert ddim.timesteps.tolist() == [999]
+    blocks = gen.generate_blocks("x", steps=3)
+    assert (
+        blocks.shape == (gen.blocker.n_blocks, gen.blocker.block_size)
+        and torch.isfinite(blocks).all()
+    )
+
+
+def test_generate_cli_json_and_errors(tmp_path, tiny_generator):
+    result = run(
+        "generate",
+        "--generator",
+        tiny_generator,
+        "--prompt",
+        "pencil sketch",
+        "--out",
+        tmp_path / "g",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) >= {"generation_seconds", "n_blocks"} and data["generation_seconds"] < 5
+    bad = run(
+        "generate", "--generator", tmp_path / "nope", "--prompt", "x", "--out", tmp_path / "h"
+    )
+    assert bad.exit_code == 1 and "not a generator folder" in bad.stderr
+
+
+def test_generator_refuses_another_preset(tmp_path, tiny_base, tiny_generator):
+    gen = DiffusionGenerator(tiny_generator)
+    with pytest.raises(dnw.FingerprintMismatchError, match="fitted for e2gan preset tiny"):
+        gen.check_fits(dnw.create_architecture("e2gan", "small"))
+
+
+@pytest.mark.parametrize("init", ["generated", "mean", "nearest", "noisy-nearest", "fine"])
+def test_every_init_fine_tunes_end_to_end(tmp_path, tiny_base, tiny_dataset, tiny_generator, init):
+    from denoised_weights.plugins.image_translation.pairs import CataloguePairs, write_pairs
+
+    src = CataloguePairs("sepia-0.8", size=32)
+    write_pairs(tmp_path / "pairs", *src.pairs(12))
+    result = run("finetune", "--pairs", tmp_path / "pairs", "--prompt", "sepia", "--init", init, "--base", tiny_base,
+                 "--generator", tiny_generator, "--data", tiny_dataset, "--preset", "tiny", "--max-steps", "2",
+                 "--eval-every", "2", "--batch-size", "2", "--metrics", "l1", "--out", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    curve = json.loads((tmp_path / "out" / "curve.json").read_text())
+    assert curve["init"] == init and curve["init_seconds"] > 0
+    assert curve["points"][0]["train_seconds"] == curve["init_seconds"]
+
+
+def test_initialisers_need_their_inputs(tmp_path, tiny_base):
+    for init, message in [
+        ("generated", "needs --generator"),
+        ("mean", "needs --data"),
+        ("bogus", "unknown generator"),
+    ]:
+        result = run("finetune", "--pairs", tmp_path, "--prompt", "x", "--init", init, "--base", tiny_base,
+                     "--preset", "tiny", "--out", tmp_path / "o")  # fmt: skip
+        assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+def test_baselines_behave(tiny_dataset):
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.generators.baselines import (
+        FineInit,
+        MeanInit,
+        NearestInit,
+        NoisyNearestInit,
+    )
+
+    ds = WeightDataset(tiny_dataset)
+    mean = MeanInit(tiny_dataset).generate("anything")
+    states = [s for _, s in ds.iter_states()]
+    key = next(iter(mean))
+    assert torch.allclose(mean[key], torch.stack([s[key] for s in states]).mean(0))
+    nearest = NearestInit(tiny_dataset, text_encoder="hash")
+    concept = ds.concepts[1]
+    prompt = ds.entries[2]["prompts"][0]
+    assert nearest.nearest_concept(prompt)[0] == concept
+    assert all(
+        torch.equal(v, ds.load_concept(concept)[-1][k]) for k, v in nearest.generate(prompt).items()
+    )
+    noisy = NoisyNearestInit(tiny_dataset, text_encoder="hash")
+    assert not torch.equal(noisy.generate(prompt, seed=0)[key], noisy.generate(prompt, seed=1)[key])
+    fine = FineInit(tiny_dataset)
+    u, _, sigma = next(iter(fine.bases.values()))
+    assert torch.allclose(u.T @ u, torch.eye(u.shape[1]), atol=1e-4) and sigma.shape == (
+        u.shape[1],
+    )
