@@ -21,25 +21,33 @@ from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture
 from denoised_weights.core.lora import LoraSpec
 
+NORMS = ("batch", "instance")
+NORM_TYPES = (nn.BatchNorm2d, nn.InstanceNorm2d)
 
-def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=True)
+
+def _norm(channels: int, kind: str = "batch") -> nn.Module:
+    """BatchNorm as in pix2pix (and the paper's layer groups); InstanceNorm as in CycleGAN."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.BatchNorm2d(channels)
 
 
 class ConvNormAct(nn.Sequential):
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, act: bool = True) -> None:
+    def __init__(
+        self, cin: int, cout: int, k: int, stride: int = 1, act: bool = True, norm: str = "batch"
+    ) -> None:
         pad_mode = "reflect" if k > 3 else "zeros"
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, padding_mode=pad_mode, bias=False)
-        self.norm = _norm(cout)
+        self.norm = _norm(cout, norm)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
 
 class ResBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "batch") -> None:
         super().__init__()
-        self.block1 = ConvNormAct(channels, channels, 3)
-        self.block2 = ConvNormAct(channels, channels, 3, act=False)
+        self.block1 = ConvNormAct(channels, channels, 3, norm=norm)
+        self.block2 = ConvNormAct(channels, channels, 3, act=False, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block2(self.block1(x))
@@ -84,19 +92,20 @@ class E2GANGenerator(nn.Module):
         heads: int = 4,
         in_channels: int = 3,
         out_channels: int = 3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         w = width
-        self.stem = ConvNormAct(in_channels, w, 7)
-        self.down1 = ConvNormAct(w, 2 * w, 3, stride=2)
-        self.down2 = ConvNormAct(2 * w, 4 * w, 3, stride=2)
-        self.res = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_res)])
+        self.stem = ConvNormAct(in_channels, w, 7, norm=norm)
+        self.down1 = ConvNormAct(w, 2 * w, 3, stride=2, norm=norm)
+        self.down2 = ConvNormAct(2 * w, 4 * w, 3, stride=2, norm=norm)
+        self.res = nn.Sequential(*[ResBlock(4 * w, norm) for _ in range(n_res)])
         self.attn = TransformerBlock(4 * w, heads)
         self.up1 = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(4 * w, 2 * w, 3)
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(4 * w, 2 * w, 3, norm=norm)
         )
         self.up2 = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(2 * w, w, 3)
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(2 * w, w, 3, norm=norm)
         )
         self.head = nn.Conv2d(w, out_channels, 7, padding=3, padding_mode="reflect")
 
@@ -137,6 +146,9 @@ class GanTrainState:
     opt_d: torch.optim.Optimizer
     lambda_l1: float
     steps: int = 0
+    #: keep the network's batch-norm statistics fixed (LoRA fine-tuning: the adapter cannot
+    #: store running statistics, so changing them would make a saved adapter lie)
+    freeze_norm_stats: bool = False
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +174,7 @@ class E2GAN(TargetArchitecture):
         lora_seed: int = 0,
         disc_width: int = 32,
         disc_layers: int = 2,
+        norm: str = "batch",
     ) -> None:
         for key, value in {
             "image_size": image_size,
@@ -173,6 +186,8 @@ class E2GAN(TargetArchitecture):
                 raise DnwError(f"e2gan: {key} must be a positive integer, got {value!r}")
         if image_size % 4:
             raise DnwError(f"e2gan: image_size must be a multiple of 4, got {image_size}")
+        if norm not in NORMS:
+            raise DnwError(f"e2gan: norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if n_res < 0:
             raise DnwError(f"e2gan: n_res must be >= 0, got {n_res}")
         self._config = {
@@ -186,6 +201,7 @@ class E2GAN(TargetArchitecture):
             "lora_seed": lora_seed,
             "disc_width": disc_width,
             "disc_layers": disc_layers,
+            "norm": norm,
         }
         self.name = "e2gan"
 
@@ -201,7 +217,7 @@ class E2GAN(TargetArchitecture):
         c = self._config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return E2GANGenerator(c["width"], c["n_res"], c["heads"])
+            return E2GANGenerator(c["width"], c["n_res"], c["heads"], norm=c["norm"])
 
     def build_discriminator(self, seed: int = 0) -> PatchDiscriminator:
         with torch.random.fork_rng(devices=[]):
@@ -220,7 +236,7 @@ class E2GAN(TargetArchitecture):
             if isinstance(module, nn.Conv2d | nn.Linear):
                 targets.append(name)
                 last_layer = name
-            elif isinstance(module, nn.InstanceNorm2d) and last_layer is not None:
+            elif isinstance(module, NORM_TYPES) and last_layer is not None:
                 norms[name] = last_layer  # the norm joins the conv it follows
         c = self._config
         return LoraSpec(
@@ -257,7 +273,9 @@ class E2GAN(TargetArchitecture):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise DnwError("the model has no trainable parameters")
+        partial = len(params) < sum(1 for _ in model.parameters())
         return GanTrainState(
+            freeze_norm_stats=partial,
             discriminator=disc,
             opt_g=torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999)),
             opt_d=torch.optim.Adam(disc.parameters(), lr=lr, betas=(beta1, 0.999)),
@@ -269,6 +287,10 @@ class E2GAN(TargetArchitecture):
     ) -> dict[str, float]:
         """pix2pix: D on (A, B) vs (A, G(A)); G by the adversarial term + λ·L1 to B."""
         model.train()
+        if state.freeze_norm_stats:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         a, b = batch["A"] * 2 - 1, batch["B"] * 2 - 1
         fake = model(a)
         disc = state.discriminator

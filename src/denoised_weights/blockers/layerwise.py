@@ -65,7 +65,14 @@ class LayerwiseBlocker(WeightBlocker):
         offset = 0
         groups = []
         for name, keys in layer_groups(list(template), spec):
-            tensors = [{"key": k, "shape": list(template[k].shape)} for k in keys]
+            tensors = [
+                {
+                    "key": k,
+                    "shape": list(template[k].shape),
+                    "dtype": str(template[k].dtype).removeprefix("torch."),
+                }
+                for k in keys
+            ]
             numel = sum(math.prod(t["shape"]) for t in tensors)
             groups.append({"name": name, "tensors": tensors, "offset": offset, "numel": numel})
             offset += numel
@@ -180,9 +187,8 @@ class LayerwiseBlocker(WeightBlocker):
             pos = group["offset"]
             for t in group["tensors"]:
                 n = math.prod(t["shape"])
-                state[t["key"]] = (
-                    (flat[pos : pos + n] * self._scale(group, t["key"])).reshape(t["shape"]).clone()
-                )
+                value = (flat[pos : pos + n] * self._scale(group, t["key"])).reshape(t["shape"])
+                state[t["key"]] = value.to(getattr(torch, t.get("dtype", "float32"))).clone()
                 pos += n
         return state
 

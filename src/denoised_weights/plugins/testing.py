@@ -37,11 +37,20 @@ def randomized_state(
     """A LoRA state of ``arch`` with every value random (B non-zero), for round trips."""
     g = torch.Generator().manual_seed(seed)
     template = lora_state(build_lora_model(arch))
-    return {k: torch.randn(v.shape, generator=g) * scale for k, v in template.items()}
+    state = {}
+    for key, value in template.items():
+        if not value.is_floating_point():  # e.g. batch-norm's num_batches_tracked
+            state[key] = value.clone()
+            continue
+        random = torch.randn(value.shape, generator=g) * scale
+        if key.endswith("running_var"):
+            random = random.abs() + 1.0
+        state[key] = random.to(value.dtype)
+    return state
 
 
 def check_builds_and_forward(arch: TargetArchitecture) -> None:
-    model = arch.build(seed=0)
+    model = arch.build(seed=0).eval()
     batch = arch.dummy_batch(2)
     with torch.no_grad():
         out = arch.forward(model, batch)
@@ -75,6 +84,7 @@ def check_lora_targets(arch: TargetArchitecture) -> None:
 def check_training_updates_only_lora(arch: TargetArchitecture) -> None:
     model = build_lora_model(arch)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     state = arch.init_training(model, seed=0)
     losses = arch.training_step(model, state, arch.dummy_batch(2))
     assert losses and all(isinstance(v, float) for v in losses.values()), (
@@ -84,6 +94,10 @@ def check_training_updates_only_lora(arch: TargetArchitecture) -> None:
     adapter = {n for n in before if ".lora_" in n or ".modules_to_save." in n}
     assert changed, "a training step changed no parameter"
     assert changed <= adapter, f"frozen parameters changed: {sorted(changed - adapter)[:5]}"
+    moved = [n for n, b in model.named_buffers() if n in buffers and not torch.equal(b, buffers[n])]
+    assert not moved, (
+        f"buffers (e.g. batch-norm statistics) changed, an adapter cannot store them: {moved[:3]}"
+    )
     metrics = arch.evaluate(model, arch.dummy_batch(2, seed=1))
     assert "l1" in metrics and metrics["l1"] >= 0, "evaluate must report a non-negative 'l1'"
 

@@ -92,6 +92,9 @@ def compare_inits(
             "final_fid": curve["points"][-1].get("fid"),
             "steps_to_target": hit["step"] if hit else None,
             "seconds_to_target": hit["train_seconds"] if hit else None,
+            "steps_to_target_sustained": (
+                steps_to_reach(curve["points"], target, sustained=0.02) or {}
+            ).get("step"),
         }
         if hit and ref_hit and hit["step"] > 0:
             row["speedup_steps"] = ref_hit["step"] / hit["step"]
@@ -115,8 +118,8 @@ def compare_inits(
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown table: one row per (concept, init)."""
     lines = [
-        "| concept | init | L1 at step 0 | final L1 | steps to scratch's final L1 | seconds | speed-up (steps) |",
-        "|---|---|---|---|---|---|---|",
+        "| concept | init | L1 at step 0 | final L1 | steps to scratch's final L1 | seconds | speed-up (steps) | steps until it stays within 2% |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for init, row in res["inits"].items():
@@ -126,6 +129,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"| {res['concept']} | {init} | {row['step0_l1']:.4f} | {row['final_l1']:.4f} | "
                 f"{steps if steps is not None else 'never'} | {f'{secs:.1f}' if secs is not None else '-'} | "
-                f"{f'{speed:.1f}x' if speed is not None else '-'} |"
+                f"{f'{speed:.1f}x' if speed is not None else '-'} | "
+                f"{row.get('steps_to_target_sustained') if row.get('steps_to_target_sustained') is not None else 'never'} |"
             )
     return "\n".join(lines)

@@ -171,10 +171,13 @@ def train_base(
     seed: int = 0,
     photos_dir: str | Path | None = None,
     lr: float | None = None,
+    identity_fraction: float = 0.125,
 ) -> Path:
     """Pretrain the full generator on a mixture of training concepts (E2GAN's base model).
 
-    Each concept contributes ``pairs_per_concept`` pairs; batches mix concepts. Output:
+    Each concept contributes ``pairs_per_concept`` pairs; batches mix concepts. A further
+    ``identity_fraction`` of "no edit" pairs (a photo and itself) teaches the base to keep an
+    image's content, so it is a general starting point for any concept. Output:
     ``generator.safetensors``, ``discriminator.safetensors``, ``base.json``, ``curve.json``.
     """
     from denoised_weights.plugins.image_translation.pairs import CataloguePairs
@@ -192,6 +195,7 @@ def train_base(
         "pairs_per_concept": pairs_per_concept,
         "seed": seed,
         "lr": lr or DEFAULT_LR["full"],
+        "identity_fraction": identity_fraction,
     }
     write_run_record(out, seed=seed, config=config)
     a_parts, b_parts = [], []
@@ -201,6 +205,15 @@ def train_base(
         )
         a_parts.append(a)
         b_parts.append(b)
+    n_identity = round(identity_fraction * len(concepts) * pairs_per_concept)
+    if n_identity:
+        from denoised_weights.plugins.image_translation.photos import sample_crops
+
+        same = sample_crops(
+            n_identity, arch.image_size, split="train", seed=seed + 4242, photos_dir=photos_dir
+        )
+        a_parts.append(same)
+        b_parts.append(same)
     a_all, b_all = torch.cat(a_parts), torch.cat(b_parts)
     ea, eb = [], []
     for i, cid in enumerate(concepts[:: max(1, len(concepts) // 16)]):
@@ -375,11 +388,20 @@ def finetune(
 
 
 def steps_to_reach(
-    points: Sequence[dict[str, Any]], target: float, key: str = "l1"
+    points: Sequence[dict[str, Any]], target: float, key: str = "l1", sustained: float = 0.0
 ) -> dict[str, Any] | None:
-    """The first curve point whose ``key`` is at or below ``target`` (None if never)."""
-    for p in points:
-        if p.get(key) is not None and p[key] <= target:
+    """The first curve point whose ``key`` is at or below ``target`` (None if never).
+
+    With ``sustained`` > 0: the first point from which every later point stays at or below
+    ``target * (1 + sustained)``, so a single lucky dip of a noisy curve does not count.
+    """
+    values = [p.get(key) for p in points]
+    for i, p in enumerate(points):
+        if values[i] is None or values[i] > target:
+            continue
+        if sustained <= 0 or all(
+            v is not None and v <= target * (1 + sustained) for v in values[i:]
+        ):
             return p
     return None
 
