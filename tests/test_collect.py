@@ -141,3 +141,42 @@ def test_shards_workers_and_torchrun_make_the_same_entries(tmp_path, tiny_base):
                     name,
                 )
     assert WeightDataset(tmp_path / "ddp").verify() == []
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_killed_parent(tmp_path, tiny_base):
+    """kill -9 of `dnw collect --workers 2` must not leave workers writing to the dataset."""
+    args = [
+        "collect",
+        "--base",
+        tiny_base,
+        "--preset",
+        "tiny",
+        "--concepts",
+        "8",
+        *OPTS,
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen([DNW, *map(str, args), "--out", tmp_path / "ds"], env={**os.environ, "DNW_PLUGINS": ""},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "ds" / ".work").is_dir():
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+    def workers():
+        out = subprocess.run(
+            ["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True
+        ).stdout
+        return {int(pid) for pid in out.split()}
+
+    children = {p for p in workers() if Path(f"/proc/{p}/stat").is_file() and
+                int(Path(f"/proc/{p}/stat").read_text().split()[3]) == proc.pid}  # fmt: skip
+    assert children, "no worker processes were started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and children & workers():
+        time.sleep(0.2)
+    assert not children & workers(), "workers outlived their killed parent"

@@ -113,7 +113,9 @@ def test_resume_gives_the_same_curve(tmp_path, base_dir, monkeypatch):
 def test_steps_to_reach_first_touch_and_sustained():
     from denoised_weights.plugins.image_translation.training import dense_schedule, steps_to_reach
 
-    pts = [{"step": s, "l1": v} for s, v in [(0, 0.5), (10, 0.1), (20, 0.3), (30, 0.101), (40, 0.099)]]
+    pts = [
+        {"step": s, "l1": v} for s, v in [(0, 0.5), (10, 0.1), (20, 0.3), (30, 0.101), (40, 0.099)]
+    ]
     assert steps_to_reach(pts, 0.1)["step"] == 10
     assert steps_to_reach(pts, 0.1, sustained=0.02)["step"] == 40
     assert steps_to_reach(pts, 0.05) is None

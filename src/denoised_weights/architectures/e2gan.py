@@ -162,6 +162,8 @@ class GanTrainState:
 class E2GAN(TargetArchitecture):
     """The reference architecture: E2GAN-style generator, PatchGAN, pix2pix conditional GAN loss."""
 
+    lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed")
+
     def __init__(
         self,
         image_size: int = 64,

@@ -30,6 +30,13 @@ class TargetArchitecture(ABC):
 
     #: registry name, set by the registry when created through it
     name: str = ""
+    #: configuration keys that concern only the LoRA (a base network fits every value of them)
+    lora_config_keys: tuple[str, ...] = ()
+
+    @property
+    def network_config(self) -> dict[str, Any]:
+        """The configuration of the network alone (what a base model must match)."""
+        return {k: v for k, v in self.config.items() if k not in self.lora_config_keys}
 
     @property
     @abstractmethod

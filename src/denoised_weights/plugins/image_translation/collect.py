@@ -243,6 +243,9 @@ def collect_shard(
     """Collect ``concept_ids`` one after another (the body of one worker process)."""
     from tqdm.auto import tqdm
 
+    if position > 0 or threads is not None:
+        _exit_with_parent()
+
     from denoised_weights.api import create_architecture, lora_fingerprint
 
     if threads:
@@ -265,6 +268,26 @@ def collect_shard(
             arch, out_path, cid, base_model=base_model, base_disc=base_disc, fingerprint=fingerprint,
             opts=opts, photos_dir=photos_dir, position=position * 2 + 1,
         )  # fmt: skip
+
+
+def _exit_with_parent() -> None:
+    """End this worker process as soon as its parent is gone (killed, even with -9).
+
+    Without it, workers orphaned by a killed ``dnw collect`` would keep writing to the dataset
+    while the rerun that resumes it starts its own workers.
+    """
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _distributed_rank() -> tuple[int, int]:

@@ -105,7 +105,7 @@ def compare_inits(
             row["speedup_steps"] = row["speedup_seconds"] = None
         rows[init] = row
     result = {
-        "concept": source.concept.id,
+        "concept": label,
         "prompt": prompt,
         "target_l1": target,
         "max_steps": max_steps,

@@ -254,10 +254,11 @@ def load_base(path: str | Path, arch: TargetArchitecture) -> tuple[nn.Module, nn
             f"{path}: not a finished base model (no {BASE_CONFIG}); run 'dnw base --out {path}'"
         )
     info = read_json(path / BASE_CONFIG)
-    if info.get("architecture") != arch.name or info.get("config") != arch.config:
+    stored = {k: v for k, v in info.get("config", {}).items() if k not in arch.lora_config_keys}
+    if info.get("architecture") != arch.name or stored != arch.network_config:
         raise DnwError(
-            f"{path}: base was trained for {info.get('architecture')} {info.get('config')}, "
-            f"not {arch.name} {arch.config}; pass the matching --preset or another --base"
+            f"{path}: base was trained for {info.get('architecture')} {stored}, "
+            f"not {arch.name} {arch.network_config}; pass the matching --preset or another --base"
         )
     gen, _ = load_tensors(path / "generator.safetensors")
     disc, _ = load_tensors(path / "discriminator.safetensors")
