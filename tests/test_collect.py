@@ -20,9 +20,12 @@ DNW = str(Path(sys.executable).parent / "dnw")
 OPTS = ["--checkpoints", "2", "--max-steps", "12", "--eval-every", "4", "--interval", "4"]
 
 
+#: every run of a comparison uses the same thread count: float sums depend on it
+ENV = {**os.environ, "DNW_PLUGINS": "", "OMP_NUM_THREADS": "1"}
+
+
 def cli(*args, **kw):
-    env = {**os.environ, "DNW_PLUGINS": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([DNW, *map(str, args)], capture_output=True, text=True, env=env, **kw)
+    return subprocess.run([DNW, *map(str, args)], capture_output=True, text=True, env=ENV, **kw)
 
 
 def entries(path):
@@ -85,7 +88,7 @@ def test_kill_nine_twice_then_resume_matches_an_unbroken_run(tmp_path, tiny_base
         1,
         2,
     ):  # each kill lands at a different moment: after 1 and after 3 finished concepts
-        proc = subprocess.Popen([DNW, *map(str, args), "--out", out], env={**os.environ, "DNW_PLUGINS": ""},
+        proc = subprocess.Popen([DNW, *map(str, args), "--out", out], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.time() + 240
         want = 1 if kill == 1 else 3
@@ -125,9 +128,8 @@ def test_shards_workers_and_torchrun_make_the_same_entries(tmp_path, tiny_base):
         assert cli(*base_args, "--shard", f"{i}/2", "--out", tmp_path / "sharded").returncode == 0
     assert cli(*base_args, "--workers", "2", "--out", tmp_path / "workers").returncode == 0
     torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "DNW_PLUGINS": "", "OMP_NUM_THREADS": "1"}
     run = subprocess.run([str(torchrun), "--nproc-per-node", "2", DNW, *map(str, base_args), "--out", tmp_path / "ddp"],
-                         capture_output=True, text=True, env=env)  # fmt: skip
+                         capture_output=True, text=True, env=ENV)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     reference, ref_states = entries(tmp_path / "one")
     for other in ("sharded", "workers", "ddp"):
@@ -158,7 +160,7 @@ def test_workers_die_with_a_killed_parent(tmp_path, tiny_base):
         "--workers",
         "2",
     ]
-    proc = subprocess.Popen([DNW, *map(str, args), "--out", tmp_path / "ds"], env={**os.environ, "DNW_PLUGINS": ""},
+    proc = subprocess.Popen([DNW, *map(str, args), "--out", tmp_path / "ds"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "ds" / ".work").is_dir():
