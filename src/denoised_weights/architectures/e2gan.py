@@ -9,6 +9,7 @@ in [0, 1] at the interface and in [-1, 1] inside the network.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -230,6 +231,12 @@ class E2GAN(TargetArchitecture):
         return {"discriminator": self.build_discriminator()}
 
     def lora_spec(self) -> LoraSpec:
+        """Every conv and linear layer; computed once (it needs a built network) and copied."""
+        if getattr(self, "_spec", None) is None:
+            self._spec = self._make_lora_spec()
+        return dataclasses.replace(self._spec)
+
+    def _make_lora_spec(self) -> LoraSpec:
         model = self.build()
         targets: list[str] = []
         norms: dict[str, str] = {}
