@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test lint clean-env
+.PHONY: env demo test lint pack clean-env
 
 env: $(STAMP)
 
@@ -20,6 +20,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Rebuild the shipped pretrained pack from nothing (small preset; about 1.2 h on 2 cores):
+# base, weight dataset (48 concepts), generator, then the pack with its provenance.
+PACK_WORK ?= runs/pack
+FIT_STEPS ?= 2303
+pack: $(STAMP)
+	DNW_PLUGINS= $(BIN)/dnw base --preset small --out $(PACK_WORK)/base
+	DNW_PLUGINS= $(BIN)/dnw collect --base $(PACK_WORK)/base --out $(PACK_WORK)/dataset --preset small \
+		--concepts 48 --checkpoints 4 --max-steps 250 --eval-every 25 --interval 20 --workers 2
+	DNW_PLUGINS= $(BIN)/dnw fit --data $(PACK_WORK)/dataset --out $(PACK_WORK)/generator --max-steps $(FIT_STEPS)
+	DNW_PLUGINS= $(BIN)/dnw pack --base $(PACK_WORK)/base --generator $(PACK_WORK)/generator \
+		--data $(PACK_WORK)/dataset
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools

@@ -47,3 +47,13 @@ def tiny_dataset(tmp_path_factory, tiny_base):
     )
     collect(arch, tiny_base, out, concept_ids=training_concepts(4), opts=opts, preset="tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory, tiny_dataset):
+    """A (barely) fitted tiny generator with the hash text encoder."""
+    from denoised_weights.generators.diffusion import fit
+
+    out = tmp_path_factory.mktemp("gen")
+    fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
+    return out

@@ -9,19 +9,12 @@ from click.testing import CliRunner
 import denoised_weights as dnw
 from denoised_weights.cli import create_cli
 from denoised_weights.core.plugins import get_plugin_manager
-from denoised_weights.generators.diffusion import DiffusionGenerator, fit, timed_generate
+from denoised_weights.generators.diffusion import DiffusionGenerator, timed_generate
 from denoised_weights.generators.unet1d import WeightUNet1D
 
 
 def run(*args):
     return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def tiny_generator(tmp_path_factory, tiny_dataset):
-    out = tmp_path_factory.mktemp("gen")
-    fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
-    return out
 
 
 def test_unet_save_load_round_trip(tmp_path):
@@ -167,4 +160,27 @@ def test_baselines_behave(tiny_dataset):
     u, _, sigma = next(iter(fine.bases.values()))
     assert torch.allclose(u.T @ u, torch.eye(u.shape[1]), atol=1e-4) and sigma.shape == (
         u.shape[1],
+    )
+
+
+def test_fine_handles_layers_with_fewer_channels_than_the_rank(tiny_dataset):
+    """An RGB output conv (3 channels) under a rank-4 LoRA: bases are padded, not broken."""
+    from denoised_weights.core.lora import lora_products
+    from denoised_weights.generators.baselines import FineInit
+
+    g = torch.Generator().manual_seed(0)
+    fine = FineInit(tiny_dataset)
+    fine.__dict__["states"] = [
+        ({"concept": str(i)}, {"out.lora_A.weight": torch.randn(4, 8, 3, 3, generator=g),
+                               "out.lora_B.weight": torch.randn(3, 4, 1, 1, generator=g)})
+        for i in range(5)
+    ]  # fmt: skip
+    state = fine.generate("anything")
+    assert state["out.lora_B.weight"].shape == (3, 4, 1, 1)
+    assert state["out.lora_A.weight"].shape == (4, 8, 3, 3)
+    delta = lora_products(state)["out"]
+    assert (
+        torch.isfinite(delta).all()
+        and torch.linalg.matrix_rank(delta) <= 3
+        and delta.abs().sum() > 0
     )

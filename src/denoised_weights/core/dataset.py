@@ -117,6 +117,7 @@ class WeightDataset:
         entries = self.entries
         per_concept = sorted({len(f["entries"]) for f in self.fragments()})
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        times = [f["entries"][0].get("concept_seconds") for f in self.fragments() if f["entries"]]
         return {
             "path": str(self.path),
             "architecture": self.config.get("architecture"),
@@ -127,6 +128,9 @@ class WeightDataset:
             "checkpoints_per_concept": per_concept[0] if len(per_concept) == 1 else per_concept,
             "lora_params": self.config.get("lora_params"),
             "size_bytes": size,
+            # wall seconds spent per concept, summed (a worker-seconds figure; None when the
+            # dataset was collected before this was recorded)
+            "collection_seconds": (round(sum(times), 1) if times and None not in times else None),
         }
 
     def verify(self) -> list[str]:

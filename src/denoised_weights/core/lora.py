@@ -179,3 +179,29 @@ def load_adapter(
         )
     info["fingerprint"] = found
     return state, info
+
+
+def lora_products(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per LoRA layer, the weight update ``B·A`` as a matrix ``[out, in·k·k]`` (scale left out).
+
+    The product is what a LoRA does to its layer; unlike A and B alone it does not depend on
+    the factorisation, so distances between LoRAs are measured on it.
+    """
+    out = {}
+    for key in sorted(state):
+        if ".lora_A." not in key:
+            continue
+        layer = key.split(".lora_A.", 1)[0]
+        a = state[key]
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        r = a.shape[0]
+        out[layer] = b.reshape(b.shape[0], r).double() @ a.reshape(r, -1).double()
+    return out
+
+
+def lora_distance(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> float:
+    """Frobenius distance between two LoRA states' updates ``B·A``, over all layers."""
+    px, py = lora_products(x), lora_products(y)
+    if px.keys() != py.keys():
+        raise ValueError("the two LoRA states target different layers")
+    return float(sum(((px[k] - py[k]) ** 2).sum() for k in px)) ** 0.5

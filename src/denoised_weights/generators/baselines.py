@@ -115,6 +115,12 @@ class NoisyNearestInit(NearestInit):
         }
 
 
+def _pad_columns(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Zero columns up to ``r`` (a layer with fewer outputs or inputs than the LoRA rank has
+    fewer than ``r`` singular directions; the extra rank components stay zero)."""
+    return torch.nn.functional.pad(x, (0, r - x.shape[1])) if x.shape[1] < r else x
+
+
 class _SigmaB(nn.Module):
     """lora_B.weight = U · diag(σ), reshaped; σ is the only trainable parameter."""
 
@@ -142,17 +148,19 @@ class FineInit(_DatasetInit):
     @cached_property
     def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per LoRA layer: ``(U [out, r], V [in, r], mean σ [r])``."""
-        layers = sorted({k.rsplit(".lora_", 1)[0] for k in self.mean_state if ".lora_A." in k})
+        from denoised_weights.core.lora import lora_products
+
+        products = [lora_products(s) for _, s in self.states]
         bases = {}
-        for layer in layers:
-            a_key, b_key = f"{layer}.lora_A.weight", f"{layer}.lora_B.weight"
-            r = self.mean_state[a_key].shape[0]
-            deltas = [
-                s[b_key].reshape(s[b_key].shape[0], r).double() @ s[a_key].reshape(r, -1).double()
-                for _, s in self.states
-            ]
-            u = torch.linalg.svd(torch.cat(deltas, dim=1), full_matrices=False)[0][:, :r]
-            v = torch.linalg.svd(torch.cat(deltas, dim=0), full_matrices=False)[2][:r].T
+        for layer in products[0]:
+            r = self.mean_state[f"{layer}.lora_A.weight"].shape[0]
+            deltas = [p[layer] for p in products]
+            u = _pad_columns(
+                torch.linalg.svd(torch.cat(deltas, dim=1), full_matrices=False)[0][:, :r], r
+            )
+            v = _pad_columns(
+                torch.linalg.svd(torch.cat(deltas, dim=0), full_matrices=False)[2][:r].T, r
+            )
             sigma = torch.stack([torch.diagonal(u.T @ d @ v) for d in deltas]).mean(0)
             bases[layer] = (u.float(), v.float(), sigma.float())
         return bases

@@ -44,7 +44,7 @@ from denoised_weights.core.io import (
 
 GENERATOR_CONFIG = "generator.json"
 #: generation defaults, chosen by measurement on the small preset (see the README)
-DEFAULT_TIMESTEP = 500
+DEFAULT_TIMESTEP = 300
 DEFAULT_START = "mean"
 
 
@@ -81,6 +81,17 @@ class PromptBank:
         return self.tokens[idx], self.mask[idx]
 
 
+def sample_range_of(blocks: torch.Tensor) -> float:
+    """The largest |value| of the normalised training blocks: multi-step DDIM clips its
+    predicted clean blocks to it (at the last timesteps ᾱ is ~0, and an unclipped estimate
+    (w_t − σ·ε̂)/α blows up)."""
+    return float(blocks.abs().max())
+
+
+#: default training steps per preset (small: about 25 minutes on 2 CPU cores)
+FIT_STEPS = {"tiny": 500, "small": 2300, "paper": 20000}
+
+
 def _model_size(preset: str | None) -> dict[str, Any]:
     return {"tiny": {"channels": (16, 32), "heads": 2, "patch": 16}}.get(
         preset or "", {"channels": (64, 128), "heads": 4, "patch": 16}
@@ -97,7 +108,7 @@ def fit(
     block_size: int | None = None,
     batch_size: int = 256,
     lr: float = 3e-4,
-    max_steps: int = 20000,
+    max_steps: int | None = None,
     max_minutes: float | None = None,
     val_every: int = 250,
     prediction_type: str = "epsilon",
@@ -152,6 +163,7 @@ def fit(
     val_idx = [i for i, v in enumerate(is_val) if v] or train_idx[:1]
     n_blocks, b = blocks.shape[1], blocks.shape[2]
     mean_blocks = blocks[train_idx].mean(0)
+    sample_range = sample_range_of(blocks[train_idx])
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -162,6 +174,7 @@ def fit(
         f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     )
     options = {**_model_size(preset), **(model_options or {})}
+    max_steps = max_steps or FIT_STEPS.get(preset or "", FIT_STEPS["paper"])
     torch.manual_seed(seed)
     model = WeightUNet1D(block_size=b, text_dim=encoder.dim, max_blocks=n_blocks, **options).to(
         device
@@ -291,6 +304,7 @@ def fit(
                 "default_start": DEFAULT_START,
                 "n_blocks": n_blocks,
                 "block_size": b,
+                "sample_range": sample_range,
                 "train_seconds": round(seconds, 2),
                 "steps": step,
             },
@@ -404,8 +418,12 @@ class DiffusionGenerator(WeightGenerator):
             return a * wt - s * pred  # v-prediction
         from diffusers import DDIMScheduler
 
+        sample_range = self.info.get("sample_range")
         ddim = DDIMScheduler.from_config(
-            self.scheduler.config, timestep_spacing="trailing", clip_sample=False
+            self.scheduler.config,
+            timestep_spacing="trailing",
+            clip_sample=sample_range is not None,
+            clip_sample_range=float(sample_range or 1.0),
         )
         ddim.set_timesteps(steps)
         w = noise

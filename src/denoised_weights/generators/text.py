@@ -29,6 +29,7 @@ class _HFEncoder(TextEncoder):
             raise DnwError(f"{path}: not a local transformers model folder (no config.json)")
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()  # a frozen encoder, loaded in ms
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 str(path), local_files_only=True

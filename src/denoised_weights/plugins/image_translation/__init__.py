@@ -57,3 +57,4 @@ def register_commands(cli):
     commands.add_commands(cli)
     commands.add_collect_commands(cli)
     commands.add_compare_command(cli)
+    commands.add_benchmark_command(cli)

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -167,6 +168,7 @@ def collect_concept(
     }
     meta = load_checkpoint(work, parts) or {"step": 0, "evals": [], "keep_from": None, "kept": []}
     step, evals, keep_from, kept = meta["step"], meta["evals"], meta["keep_from"], meta["kept"]
+    started = time.perf_counter() - meta.get("seconds", 0.0)  # wall time, resumes included
     total = opts.max_steps + opts.checkpoints * opts.interval
     bar = tqdm(
         total=total,
@@ -198,7 +200,15 @@ def collect_concept(
             keep_from is not None and (step - keep_from) % opts.interval == 0
         ):
             save_checkpoint(
-                work, parts, {"step": step, "evals": evals, "keep_from": keep_from, "kept": kept}
+                work,
+                parts,
+                {
+                    "step": step,
+                    "evals": evals,
+                    "keep_from": keep_from,
+                    "kept": kept,
+                    "seconds": time.perf_counter() - started,
+                },
             )
         arch.training_step(
             model, tstate, sample_batch(a, b, opts.batch_size, cseed % (2**31), step)
@@ -216,6 +226,7 @@ def collect_concept(
             "lora_init_seed": arch.lora_spec().init_seed,
             "converged_step": keep_from,
             "fingerprint": fingerprint,
+            "concept_seconds": round(time.perf_counter() - started, 2),
         }
         for k in kept
     ]

@@ -10,7 +10,6 @@ SPLIT_CHOICE = click.Choice(["train", "eval"])
 #: base pretraining steps per preset (small: about 13 minutes on 2 CPU cores)
 BASE_STEPS = {"tiny": 60, "small": 2500, "paper": 20000}
 #: the demo's shorter base schedule (small: about 6 minutes on 2 CPU cores)
-DEMO_BASE_STEPS = {"tiny": 30, "small": 1500}
 
 
 def _arch(preset: str):
@@ -243,68 +242,59 @@ def add_commands(cli: click.Group) -> None:
         default=Path("runs/demo"),
         show_default=True,
     )
-    @click.option("--preset", "-p", default="small", show_default=True, help="e2gan preset.")
+    @click.option(
+        "--from-scratch",
+        is_flag=True,
+        help="Build base, dataset and generator here instead of using the pretrained pack.",
+    )
+    @click.option(
+        "--preset",
+        "-p",
+        type=click.Choice(["demo", "smoke"]),
+        default="demo",
+        show_default=True,
+        help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).",
+    )
     @click.option(
         "--concepts",
         "n_concepts",
         type=click.IntRange(min=1),
-        default=2,
+        default=1,
         show_default=True,
         help="Held-out concepts.",
     )
-    @click.option("--max-steps", type=click.IntRange(min=1), default=300, show_default=True)
-    @click.option(
-        "--base-steps",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Base training steps (preset default).",
-    )
+    @click.option("--inits", default="scratch,standard,generated", show_default=True)
+    @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Step budget (preset default).")  # fmt: skip
     @click.option("--seed", type=int, default=0, show_default=True)
     def demo(
-        workdir: Path,
-        preset: str,
-        n_concepts: int,
-        max_steps: int,
-        base_steps: int | None,
-        seed: int,
-    ) -> None:
-        """The main job: base model, then held-out concepts fine-tuned from each init (resumable)."""
-        from denoised_weights.plugins.image_translation.concepts import concepts
-        from denoised_weights.plugins.image_translation.experiments import (
-            compare_inits,
-            format_table,
+        workdir: Path, from_scratch: bool, preset: str, n_concepts: int, inits: str, max_steps: int | None, seed: int
+    ) -> None:  # fmt: skip
+        """The main job: a base and a generator (pretrained or built here, resumable), then
+        unseen concepts fine-tuned from every init, with the headline table and plots."""
+        from denoised_weights.plugins.image_translation.benchmark import (
+            BenchmarkSpec,
+            headline_table,
+            held_out_concepts,
+            run_benchmark,
         )
-        from denoised_weights.plugins.image_translation.training import train_base
+        from denoised_weights.pretrained import shipped_pack
 
-        arch = _arch(preset)
-        train_ids = [c.id for c in concepts("train")]
-        click.echo(f"[1/2] base model ({preset}) in {workdir / 'base'}")
-        train_base(
-            arch,
-            workdir / "base",
-            concepts=train_ids,
-            steps=base_steps or DEMO_BASE_STEPS.get(preset, 1500),
-            seed=seed,
+        pack = None if from_scratch or preset != "demo" else shipped_pack()
+        if pack is not None:
+            click.echo(f"using the pretrained pack in {pack} (--from-scratch rebuilds everything)")
+        else:
+            click.echo(f"building base, weight dataset and generator in {workdir} (resumable)")
+        spec = BenchmarkSpec(
+            preset=preset, out=workdir, base=pack / "base" if pack else None,
+            generator=pack / "generator" if pack else None, concepts=held_out_concepts(n_concepts),
+            inits=tuple(i.strip() for i in inits.split(",") if i.strip()), max_steps=max_steps, seed=seed,
+            workers=2,
+        )  # fmt: skip
+        results = run_benchmark(spec, echo=click.echo)
+        click.echo(headline_table(results))
+        click.echo(
+            f"report: {workdir / 'report.md'}; plots: {workdir / 'plots'}; image grids: {workdir / 'grids'}"
         )
-        held = demo_concepts(n_concepts)
-        results = []
-        for i, cid in enumerate(held, 1):
-            click.echo(f"[2/2] concept {i}/{len(held)}: {cid}")
-            results.append(
-                compare_inits(
-                    arch,
-                    workdir / cid,
-                    concept=cid,
-                    base=workdir / "base",
-                    max_steps=max_steps,
-                    seed=seed,
-                    metrics=("l1", "psnr", "ssim", "lpips"),
-                )
-            )
-        table = format_table(results)
-        (workdir / "demo.md").write_text(table + "\n")
-        click.echo(table)
-        click.echo(f"curves, adapters and image grids: {workdir}/<concept>/<init>/")
 
 
 def add_compare_command(cli: click.Group) -> None:
@@ -529,3 +519,65 @@ def training_concepts(n: int | None) -> list[str]:
     if n is None or n >= len(ids):
         return ids
     return [ids[round(i * len(ids) / n)] for i in range(n)]
+
+
+def add_benchmark_command(cli: click.Group) -> None:
+    from denoised_weights.plugins.image_translation.benchmark import BENCH_PRESETS, INITS
+
+    @cli.command()
+    @click.option(
+        "--preset", "-p", type=click.Choice(list(BENCH_PRESETS)), default="small", show_default=True
+    )
+    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Reuse a base (dnw base).")  # fmt: skip
+    @click.option("--data", type=click.Path(path_type=Path), default=None, help="Reuse a weight dataset (dnw collect).")  # fmt: skip
+    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None, help="Reuse a generator (dnw fit).")  # fmt: skip
+    @click.option("--concepts", default=None, help="Comma-separated held-out concept ids (preset default: a spread-out choice).")  # fmt: skip
+    @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per concept (preset default).")  # fmt: skip
+    @click.option("--inits", default=",".join(INITS), show_default=True)
+    @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Step budget (preset default).")  # fmt: skip
+    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Collection processes.")  # fmt: skip
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None)
+    def benchmark(
+        preset: str, out: Path, base: Path | None, data: Path | None, generator: Path | None, concepts: str | None,
+        seeds: int | None, inits: str, max_steps: int | None, workers: int, seed: int, photos: Path | None,
+    ) -> None:  # fmt: skip
+        """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
+        from denoised_weights.plugins.image_translation.benchmark import (
+            BenchmarkSpec,
+            headline_table,
+            run_benchmark,
+        )
+
+        spec = BenchmarkSpec(
+            preset=preset, out=out, base=base, data=data, generator=generator,
+            concepts=[c.strip() for c in concepts.split(",") if c.strip()] if concepts else None,
+            seeds=seeds, inits=tuple(i.strip() for i in inits.split(",") if i.strip()), max_steps=max_steps,
+            workers=workers, seed=seed, photos_dir=photos,
+        )  # fmt: skip
+        results = run_benchmark(spec, echo=click.echo)
+        click.echo(headline_table(results))
+        click.echo(f"results.json, report.md, plots/ and grids/ in {out}")
+
+    @cli.command()
+    @click.option("--base", required=True, type=click.Path(path_type=Path), help="Base model folder (dnw base).")  # fmt: skip
+    @click.option("--generator", "-g", required=True, type=click.Path(path_type=Path), help="Generator folder (dnw fit).")  # fmt: skip
+    @click.option("--data", type=click.Path(path_type=Path), default=None, help="Its weight dataset (figures for the provenance).")  # fmt: skip
+    @click.option("--results", type=click.Path(path_type=Path), default=None, help="A results.json to quote in the provenance.")  # fmt: skip
+    @click.option(
+        "--out",
+        "-o",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Pack folder (default: the one shipped in the package source).",
+    )
+    def pack(base: Path, generator: Path, data: Path | None, results: Path | None, out: Path | None) -> None:  # fmt: skip
+        """Write a pretrained pack (base + generator, at most 20 MiB) with its provenance."""
+        from denoised_weights.pretrained import SHIPPED, build_pack
+
+        target = out or SHIPPED
+        info = build_pack(base, generator, target, data=data, results=results)
+        click.echo(
+            f"pack in {target}: {info['size_bytes'] / 2**20:.1f} MiB, commit {info['commit']}"
+        )

@@ -35,6 +35,8 @@ def compare_inits(
     metrics: Sequence[str] = DEFAULT_METRICS,
     photos_dir: str | Path | None = None,
     prompt: str | None = None,
+    snapshot_at: Sequence[int] = (),
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune one task from every init with the same data and schedule.
 
@@ -64,6 +66,8 @@ def compare_inits(
     schedule = dense_schedule(max_steps, eval_every)
     curves = {}
     for init in inits:
+        if progress is not None:
+            progress(init)
         curves[init] = finetune(
             arch,
             workdir / init,
@@ -79,6 +83,7 @@ def compare_inits(
             seed=seed,
             metrics=metrics,
             eval_at=schedule,
+            snapshot_at=snapshot_at,
         )
     reference = curves.get("scratch") or next(iter(curves.values()))
     target = reference["points"][-1]["l1"]
@@ -90,6 +95,9 @@ def compare_inits(
             "step0_l1": curve["points"][0]["l1"],
             "final_l1": curve["points"][-1]["l1"],
             "final_fid": curve["points"][-1].get("fid"),
+            "init_seconds": curve.get("init_seconds", 0.0),
+            "total_steps": curve["points"][-1]["step"],
+            "total_seconds": curve["points"][-1]["train_seconds"],
             "steps_to_target": hit["step"] if hit else None,
             "seconds_to_target": hit["train_seconds"] if hit else None,
             "steps_to_target_sustained": (
@@ -109,6 +117,7 @@ def compare_inits(
         "prompt": prompt,
         "target_l1": target,
         "max_steps": max_steps,
+        "seed": seed,
         "inits": rows,
     }
     write_json(workdir / "comparison.json", result)
@@ -133,3 +142,64 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
                 f"{row.get('steps_to_target_sustained') if row.get('steps_to_target_sustained') is not None else 'never'} |"
             )
     return "\n".join(lines)
+
+
+def step0_quality(
+    arch: TargetArchitecture,
+    *,
+    base: str | Path,
+    concepts: Sequence[str],
+    initialisers: dict[str, Any],
+    n_train: int = 256,
+    n_eval: int = 64,
+    seed: int = 0,
+    metrics: Sequence[str] = ("l1",),
+    photos_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Eval quality of each init before any fine-tuning, on held-out catalogue concepts.
+
+    The same pairs as :func:`compare_inits` (train crops for data-aware inits such as FINE,
+    eval crops from held-out photos). ``initialisers`` maps init names to initialisers;
+    ``None`` means peft's default LoRA init (``standard``, i.e. the base model itself).
+    Returns one row per concept: ``{"concept", "prompt", "inits": {init: {metric: value}}}``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from denoised_weights.core.lora import apply_lora, load_lora_state
+    from denoised_weights.plugins.image_translation.training import (
+        Evaluator,
+        build_metrics,
+        load_base,
+    )
+
+    base_model, disc = load_base(base, arch)
+    base_state = {k: v.clone() for k, v in base_model.state_dict().items()}
+    metric_objs = build_metrics(metrics)
+    rows = []
+    for concept in tqdm(concepts, desc="step-0", unit="concept", disable=not progress):
+        source = CataloguePairs(concept, arch.image_size, photos_dir)
+        prompt = source.prompts[0]
+        train = source.pairs(n_train, split="train", seed=seed)
+        held = source.pairs(n_eval, split="eval", seed=seed + 1)
+        evaluator = Evaluator(arch, *held, metric_objs)
+        row: dict[str, Any] = {"concept": source.concept.id, "prompt": prompt, "inits": {}}
+        for name, initialiser in initialisers.items():
+            model = arch.build()
+            model.load_state_dict(base_state)
+            torch.manual_seed(seed)
+            model = apply_lora(model, arch.lora_spec())
+            if initialiser is not None:
+                initialiser.check_fits(arch)
+                state = initialiser.initialise(
+                    prompt,
+                    arch=arch,
+                    model=model,
+                    pairs={"A": train[0], "B": train[1], "discriminator": disc},
+                    seed=seed,
+                )
+                load_lora_state(model, state)
+            row["inits"][name] = evaluator(model)
+        rows.append(row)
+    return rows

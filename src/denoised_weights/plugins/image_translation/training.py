@@ -106,9 +106,11 @@ def train_loop(
     desc: str,
     extra_seconds: float = 0.0,
     eval_at: Sequence[int] = (),
+    on_record: Callable[[int, nn.Module], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train to ``max_steps``, evaluating (and checkpointing) at step 0, every ``eval_every``
-    steps, at the steps in ``eval_at`` and at the end.
+    steps, at the steps in ``eval_at`` and at the end; ``on_record(step, model)`` runs after
+    each evaluation.
 
     Returns the curve points; each has ``step``, ``train_seconds`` (training plus
     ``extra_seconds`` such as init time, evaluation excluded) and the metrics.
@@ -133,6 +135,8 @@ def train_loop(
     def record() -> None:
         values = evaluate(model) if evaluate else {}
         points.append({"step": step, "train_seconds": round(train_seconds, 4), **values})
+        if on_record is not None:
+            on_record(step, model)
         checkpoint()
 
     if not points:
@@ -289,6 +293,7 @@ def finetune(
     metrics: Sequence[str] = DEFAULT_METRICS,
     fingerprint: str | None = None,
     eval_at: Sequence[int] = (),
+    snapshot_at: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Fine-tune a translator for one concept; returns the curve (also written to curve.json).
 
@@ -296,6 +301,8 @@ def finetune(
     Anything else: the base generator with LoRA, starting from peft's default init
     (``standard``, E2GAN) or from ``initialiser``'s state (generated or a baseline); the time
     the initialiser takes is counted in ``init_seconds`` and in every point's ``train_seconds``.
+    ``snapshot_at``: evaluation steps at which the outputs for the first 8 eval images are kept
+    (``snapshots/step_NNNNN.safetensors``), for grids that compare inits at equal steps.
     """
     out = Path(out)
     if max_steps < 1 or eval_every < 1 or batch_size < 1:
@@ -344,6 +351,15 @@ def finetune(
     tstate = arch.init_training(model, seed=seed, lr=config["lr"], discriminator=disc)
     evaluator = Evaluator(arch, *eval_pairs, build_metrics(metrics))
     a, b = train_pairs
+    snap_steps = set(snapshot_at)
+
+    def snapshot(step: int, net: nn.Module) -> None:
+        if step in snap_steps:
+            view = Evaluator(arch, eval_pairs[0][:8], eval_pairs[1][:8])
+            save_tensors(
+                out / "snapshots" / f"step_{step:05d}.safetensors", {"out": view.outputs(net)}
+            )
+
     points = train_loop(
         arch=arch,
         model=model,
@@ -355,7 +371,8 @@ def finetune(
         ckpt_dir=out / "checkpoint",
         desc=f"finetune {init}",
         extra_seconds=init_seconds,
-        eval_at=eval_at,
+        eval_at=tuple(eval_at) + tuple(snapshot_at),
+        on_record=snapshot if snap_steps else None,
     )
     if full:
         save_tensors(
