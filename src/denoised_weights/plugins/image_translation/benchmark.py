@@ -625,11 +625,11 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     if g:
         parts += [
             "Generated init, medians: "
-            f"{_fmt(g['speedup_vs_scratch_steps'], 1, 'x')} fewer steps than scratch "
+            f"speed-up {_fmt(g['speedup_vs_scratch_steps'], 1, 'x')} vs scratch in steps "
             f"({_fmt(g['speedup_vs_scratch_seconds'], 1, 'x')} in seconds), "
-            f"{_fmt(g['speedup_vs_standard_steps'], 1, 'x')} fewer than standard "
+            f"{_fmt(g['speedup_vs_standard_steps'], 1, 'x')} vs standard "
             f"({_fmt(g['speedup_vs_standard_seconds'], 1, 'x')} in seconds), "
-            f"{_fmt(g.get('speedup_vs_nearest_steps'), 1, 'x')} fewer than nearest; "
+            f"{_fmt(g.get('speedup_vs_nearest_steps'), 1, 'x')} vs nearest (steps); "
             f"final L1 minus scratch's: {_fmt(g['final_vs_scratch'], 4)}.",
             "",
             "Paper (Gong et al. 2024, FID, mean over test concepts): 15.2x faster than pix2pix, "
@@ -837,6 +837,7 @@ def image_grids(out, concept_ids, seed, inits, arch, p, photos_dir) -> list[Path
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
             fig.suptitle(f"{cid}, step {step}", fontsize=9)
             fig.tight_layout()
+            fig.subplots_adjust(left=0.16)
             path = out / "grids" / f"{cid}_step{step}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=100)
