@@ -155,3 +155,21 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert res["timings"]["fit_seconds"] > 0 and res["timings"]["collection_seconds"] > 0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
     assert "| generated |" in (tmp_path / "report.md").read_text()
+
+
+def test_step0_only_tabulates_every_init_without_training(tmp_path, tiny_base, tiny_dataset, tiny_generator):  # fmt: skip
+    result = run("benchmark", "--preset", "smoke", "--out", tmp_path, "--base", tiny_base, "--data", tiny_dataset,
+                 "--generator", tiny_generator, "--concepts", f"{HELD_OUT},blur-1.25", "--step0-only")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| generated |" in result.output and "/ 2 |" in result.output
+    step0 = json.loads((tmp_path / "step0.json").read_text())
+    assert [r["concept"] for r in step0["rows"]] == [HELD_OUT, "blur-1.25"]
+    assert set(step0["rows"][0]["inits"]) == {
+        "standard",
+        "generated",
+        "mean",
+        "nearest",
+        "noisy-nearest",
+        "fine",
+    }
+    assert not (tmp_path / "runs").exists()  # nothing was fine-tuned

@@ -152,6 +152,7 @@ class BenchmarkSpec:
     workers: int = 1
     seed: int = 0
     photos_dir: Path | None = None
+    step0_only: bool = False
 
 
 def _median_iqr(values: Sequence[float]) -> dict[str, float | None]:
@@ -299,6 +300,11 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
     }
     write_run_record(out, seed=spec.seed, config=config)
     initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in spec.inits}
+    if spec.step0_only:  # every init on every held-out concept, no fine-tuning
+        return {
+            "config": config,
+            "step0": step0_all_held_out(arch, base, initialisers, spec, p, out, echo),
+        }
     comparisons = []
     total = len(concept_ids) * seeds
     for s in range(seeds):
@@ -333,6 +339,7 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
     )
     results = summarise(comparisons, spec.inits, timings, audit, step0)
     results["config"] = config
+    results["step0"] = {k: v for k, v in step0.items() if k != "rows"} if step0 else None
     write_json(out / "results.json", results)
     write_report(out, results)
     plot_curves(out, results)
@@ -347,14 +354,19 @@ def step0_all_held_out(arch, base, initialisers, spec, p, out, echo) -> dict[str
     from denoised_weights.plugins.image_translation.experiments import step0_quality
 
     path = out / "step0.json"
-    if path.is_file():
-        return read_json(path)
-    echo("[step-0] every init on every held-out concept, before fine-tuning")
     inits = {n: i for n, i in initialisers.items() if n != "scratch"}
+    if path.is_file():
+        cached = read_json(path)
+        if list(cached["summary"]) == list(inits) and (
+            not spec.concepts or [r["concept"] for r in cached["rows"]] == list(spec.concepts)
+        ):
+            return cached
+    echo("[step-0] every init on every held-out concept, before fine-tuning")
+    ids = check_concepts(spec.concepts) if spec.concepts else [c.id for c in concepts("held-out")]
     rows = step0_quality(
         arch,
         base=base,
-        concepts=[c.id for c in concepts("held-out")],
+        concepts=ids,
         initialisers=inits,
         n_train=p.n_train,
         n_eval=p.n_eval,
@@ -589,6 +601,20 @@ def _cell(stat: dict[str, Any], digits: int = 1, suffix: str = "") -> str:
     return f"{_fmt(stat['median'], digits, suffix)} [{_fmt(stat['q1'], digits)}, {_fmt(stat['q3'], digits)}]"
 
 
+def step0_table(step0: dict[str, Any]) -> str:
+    """Markdown: each init's median step-0 L1 and where the generated init beats it."""
+    n = step0["concepts"]
+    lines = [
+        f"| init | median L1 at step 0 over {n} held-out concepts [IQR] | generated is better on |",
+        "|---|---|---|",
+    ]
+    for name, v in step0["summary"].items():
+        better = v.get("generated_better")
+        wins = "-" if better is None else f"{better} / {n}"
+        lines.append(f"| {name} | {_cell(v['l1'], 4)} | {wins} |")
+    return "\n".join(lines)
+
+
 def headline_table(results: dict[str, Any]) -> str:
     """Markdown: one row per init, medians over concepts [IQR]."""
     lines = [
@@ -665,16 +691,14 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
                 f"{a['closest_training_concept']} | {a['own_to_closest_training']:.3f} | {a['own_norm']:.3f} |"
             )
         parts.append("")
-    if s.get("step0_all_held_out"):
+    if results.get("step0"):
         parts += [
             "## Step 0 on every held-out concept (no fine-tuning)",
             "",
-            "| init | median L1 [IQR] | concepts where generated is better |",
-            "|---|---|---|",
+            step0_table(results["step0"]),
+            "",
         ]
-        for name, v in s["step0_all_held_out"].items():
-            parts.append(f"| {name} | {_cell(v['l1'], 4)} | {v.get('generated_better', '-')} |")
-        parts.append("")
+
     parts += ["## Per concept and seed", ""]
     by_key: dict[tuple[str, int], dict[str, Any]] = {}
     for r in results["rows"]:

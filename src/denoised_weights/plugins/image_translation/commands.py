@@ -539,24 +539,35 @@ def add_benchmark_command(cli: click.Group) -> None:
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Collection processes.")  # fmt: skip
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None)
+    @click.option(
+        "--step0-only",
+        is_flag=True,
+        help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.",
+    )
     def benchmark(
         preset: str, out: Path, base: Path | None, data: Path | None, generator: Path | None, concepts: str | None,
         seeds: int | None, inits: str, max_steps: int | None, workers: int, seed: int, photos: Path | None,
+        step0_only: bool,
     ) -> None:  # fmt: skip
         """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
         from denoised_weights.plugins.image_translation.benchmark import (
             BenchmarkSpec,
             headline_table,
             run_benchmark,
+            step0_table,
         )
 
         spec = BenchmarkSpec(
             preset=preset, out=out, base=base, data=data, generator=generator,
             concepts=[c.strip() for c in concepts.split(",") if c.strip()] if concepts else None,
             seeds=seeds, inits=tuple(i.strip() for i in inits.split(",") if i.strip()), max_steps=max_steps,
-            workers=workers, seed=seed, photos_dir=photos,
+            workers=workers, seed=seed, photos_dir=photos, step0_only=step0_only,
         )  # fmt: skip
         results = run_benchmark(spec, echo=click.echo)
+        if step0_only:
+            click.echo(step0_table(results["step0"]))
+            click.echo(f"per-concept values: {out / 'step0.json'}")
+            return
         click.echo(headline_table(results))
         click.echo(f"results.json, report.md, plots/ and grids/ in {out}")
 
