@@ -298,6 +298,7 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
         "inits": list(spec.inits),
         "max_steps": max_steps,
     }
+    check_inputs(out, base, data, generator)
     write_run_record(out, seed=spec.seed, config=config)
     initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in spec.inits}
     if spec.step0_only:  # every init on every held-out concept, no fine-tuning
@@ -346,6 +347,43 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
     plot_speedups(out, results)
     image_grids(out, concept_ids, spec.seed, spec.inits, arch, p, spec.photos_dir)
     return results
+
+
+def _digest(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def check_inputs(out: Path, base: Path, data: Path | None, generator: Path) -> None:
+    """A benchmark folder belongs to one base, dataset and generator: its finished runs are
+    reused, so running it again with other inputs would mix results. Refuse that."""
+    from denoised_weights.generators.diffusion import GENERATOR_CONFIG
+    from denoised_weights.plugins.image_translation.training import BASE_CONFIG
+
+    current = {
+        "base": _digest(base / BASE_CONFIG),
+        "generator": _digest(generator / GENERATOR_CONFIG),
+        "dataset": (
+            None
+            if data is None
+            else {
+                "concepts": len(list((data / "manifest").glob("*.json"))),
+                "card": _digest(data / "dataset.json"),
+            }
+        ),
+    }
+    path = out / "inputs.json"
+    if path.is_file():
+        before = read_json(path)
+        changed = [k for k in current if before.get(k) is not None and before.get(k) != current[k]]
+        if changed:
+            raise DnwError(
+                f"{out} holds runs made with another {' and '.join(changed)}; "
+                "use a new --out (or delete that folder)"
+            )
+        current = {k: current[k] if current[k] is not None else before.get(k) for k in current}
+    write_json(path, current)
 
 
 def step0_all_held_out(arch, base, initialisers, spec, p, out, echo) -> dict[str, Any]:
