@@ -28,7 +28,7 @@ FIT_STEPS ?= 2303
 pack: $(STAMP)
 	DNW_PLUGINS= $(BIN)/dnw base --preset small --out $(PACK_WORK)/base
 	DNW_PLUGINS= $(BIN)/dnw collect --base $(PACK_WORK)/base --out $(PACK_WORK)/dataset --preset small \
-		--concepts 48 --checkpoints 4 --max-steps 250 --eval-every 25 --interval 20 --workers 2
+		--max-primitives 1 --checkpoints 3 --max-steps 80 --eval-every 20 --interval 10 --workers 2
 	DNW_PLUGINS= $(BIN)/dnw fit --data $(PACK_WORK)/dataset --out $(PACK_WORK)/generator --max-steps $(FIT_STEPS)
 	DNW_PLUGINS= $(BIN)/dnw pack --base $(PACK_WORK)/base --generator $(PACK_WORK)/generator \
 		--data $(PACK_WORK)/dataset

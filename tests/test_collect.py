@@ -70,6 +70,27 @@ def test_collect_api_dataset_and_card(tmp_path, tiny_base):
         )
 
 
+def test_concept_selection_by_number_of_edits():
+    from denoised_weights.plugins.image_translation.concepts import concepts
+
+    train = concepts("train")
+    singles = training_concepts(None, 1)
+    assert singles == [c.id for c in train if len(c.steps) == 1]
+    assert all("+" not in cid for cid in singles)
+    up_to_pairs = training_concepts(None, 2)
+    assert set(singles) < set(up_to_pairs) < {c.id for c in train}
+    assert max(cid.count("+") for cid in up_to_pairs) == 1
+    spread = training_concepts(10, 1)
+    assert len(spread) == 10 and set(spread) <= set(singles)
+
+
+def test_collect_rejects_a_bad_selection(tmp_path, tiny_base):
+    r = cli("collect", "--base", tiny_base, "--out", tmp_path / "ds", "--preset", "tiny", "--max-primitives", "4")  # fmt: skip
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--max-primitives" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "ds").exists()
+
+
 def test_verify_catches_a_corrupt_shard(tmp_path, tiny_base):
     arch = dnw.create_architecture("e2gan", "tiny")
     opts = CollectOptions(checkpoints=1, max_steps=4, eval_every=4, interval=4, n_train=8, n_eval=4)

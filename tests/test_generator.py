@@ -49,6 +49,28 @@ def test_fit_outputs(tiny_generator):
     assert info["lora_fingerprint"] == dnw.lora_fingerprint(arch) and info["text_encoder"] == "hash"
 
 
+def test_centring_gives_each_group_unit_spread_and_generation_undoes_it(
+    tiny_generator, tiny_dataset
+):
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.generators.diffusion import deviation_scales
+
+    gen = DiffusionGenerator(tiny_generator)
+    assert json.loads((tiny_generator / "generator.json").read_text())["centered"] is True
+    states = [s for _, s in WeightDataset(tiny_dataset).iter_states()]
+    blocks = torch.stack([gen.blocker.to_blocks(s) for s in states])
+    scale = deviation_scales(blocks - blocks.mean(0), gen.blocker.groups)
+    centred = ((blocks - blocks.mean(0)) / scale).reshape(len(states), -1)
+    for g in gen.blocker.groups:  # unit root-mean-square deviation within every layer group
+        part = centred[:, g["offset"] : g["offset"] + g["numel"]]
+        assert part.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
+    assert torch.all(gen.scale > 0) and not torch.equal(gen.scale, torch.ones_like(gen.scale))
+    # at t = 0 from the mean there is (almost) nothing to denoise: the blocks are the mean
+    near_mean = gen.generate_blocks("warm sepia photo", timestep=0, start="mean")
+    err = (near_mean - gen.mean_blocks).norm() / gen.mean_blocks.norm()
+    assert err < 0.05
+
+
 def test_one_step_generation_is_deterministic_and_peft_readable(tmp_path, tiny_generator):
     gen = DiffusionGenerator(tiny_generator)
     a = timed_generate(gen, "warm sepia photo", tmp_path / "a", seed=3)

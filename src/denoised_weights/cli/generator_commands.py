@@ -54,11 +54,17 @@ def add_commands(cli: click.Group) -> None:
         default="epsilon",
         show_default=True,
     )
+    @click.option(
+        "--center/--no-center",
+        default=True,
+        show_default=True,
+        help="Model each block's deviation from the dataset mean, scaled per layer group.",
+    )
     @click.option("--seed", type=int, default=0, show_default=True)
     def fit(
         data: Path, out: Path, preset: str | None, text_encoder: str, text_encoder_path: str | None,
         block_size: int | None, batch_size: int, lr: float, max_steps: int | None, max_minutes: float | None,
-        val_every: int, prediction: str, seed: int,
+        val_every: int, prediction: str, center: bool, seed: int,
     ) -> None:  # fmt: skip
         """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
         from denoised_weights.core.io import read_json
@@ -71,7 +77,7 @@ def add_commands(cli: click.Group) -> None:
         run_fit(
             data, out, text_encoder=text_encoder, text_encoder_path=text_encoder_path, preset=preset,
             block_size=block_size, batch_size=batch_size, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
-            val_every=val_every, prediction_type=prediction, seed=seed,
+            val_every=val_every, prediction_type=prediction, seed=seed, center=center,
         )  # fmt: skip
         if (out / "generator.json").is_file():
             info = read_json(out / "generator.json")

@@ -5,17 +5,24 @@ statistics fitted on the training entries and saved with the model); a sample is
 n, the normalised block w_n and one of the concept's prompt paraphrases; the loss is
 ‖ε − ε̂(α_t·w_n + σ_t·ε, t, n, τ(prompt))‖² with diffusers' DDPM schedule (``clip_sample`` off).
 
+Centring (``center=True``, the default): the model sees w_n − w̄_n divided by each layer
+group's spread around the dataset mean w̄, not the blocker's blocks themselves. Every LoRA
+starts from the same init, so most of a block is shared by all concepts; centring gives the
+concept-specific part unit scale, and the one-step estimate then carries the prompt's
+information instead of mostly restating the mean.
+
 Generation: all N blocks are denoised in one batched forward from a noise-biased timestep
-t, starting at w_t = α_t·w̄ + σ_t·ε (w̄: the dataset's mean blocks, ``start="mean"``) or at
-pure noise (``start="noise"``), and recovered directly as ŵ0 = (w_t − σ_t·ε̂)/α_t. Multi-step
-DDIM with trailing timestep spacing is available as an option.
+t, starting at w_t = α_t·w̄ + σ_t·ε (w̄: the dataset's mean blocks, ``start="mean"``; zero
+once centred) or at pure noise (``start="noise"``), and recovered directly as
+ŵ0 = (w_t − σ_t·ε̂)/α_t, then un-centred. Multi-step DDIM with trailing timestep spacing is
+available as an option.
 
 Output folder::
 
     model/            diffusers save_pretrained (config.json + safetensors)
     scheduler/        scheduler_config.json
     blocker.json      the block layout and normalisation statistics
-    mean_blocks.safetensors
+    mean_blocks.safetensors   the dataset's mean blocks and (centred) per-position scales
     generator.json    text encoder, fingerprints, architecture, defaults
     val_loss.json, val_loss.png, run.json
 """
@@ -113,6 +120,7 @@ def fit(
     val_every: int = 250,
     prediction_type: str = "epsilon",
     seed: int = 0,
+    center: bool = True,
     model_options: dict[str, Any] | None = None,
 ) -> Path:
     """Train the block diffusion model on a weight dataset (resumable; DDP under torchrun)."""
@@ -163,6 +171,11 @@ def fit(
     val_idx = [i for i, v in enumerate(is_val) if v] or train_idx[:1]
     n_blocks, b = blocks.shape[1], blocks.shape[2]
     mean_blocks = blocks[train_idx].mean(0)
+    if center:
+        scale_blocks = deviation_scales(blocks[train_idx] - mean_blocks, blocker.groups)
+        blocks = (blocks - mean_blocks) / scale_blocks  # what the model sees
+    else:
+        scale_blocks = torch.ones_like(mean_blocks)
     sample_range = sample_range_of(blocks[train_idx])
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -241,7 +254,7 @@ def fit(
         "data": str(data), "text_encoder": text_encoder, "preset": preset, "batch_size": batch_size, "lr": lr,
         "max_steps": max_steps, "max_minutes": max_minutes, "prediction_type": prediction_type, "model": options,
         "block_size": b, "n_blocks": n_blocks, "train_entries": len(train_idx), "val_entries": len(val_idx),
-        "world_size": world,
+        "world_size": world, "center": center,
     }  # fmt: skip
     if rank == 0:
         write_run_record(out, seed=seed, config=config)
@@ -287,7 +300,7 @@ def fit(
         model.save_pretrained(str(out / "model"), safe_serialization=True)
         scheduler.save_pretrained(str(out / "scheduler"))
         write_json(out / "blocker.json", blocker.layout())
-        save_tensors(out / "mean_blocks.safetensors", {"mean": mean_blocks})
+        save_tensors(out / "mean_blocks.safetensors", {"mean": mean_blocks, "scale": scale_blocks})
         write_json(
             out / GENERATOR_CONFIG,
             {
@@ -300,6 +313,7 @@ def fit(
                 "text_encoder": text_encoder,
                 "text_encoder_path": text_encoder_path,
                 "prediction_type": prediction_type,
+                "centered": center,
                 "default_timestep": DEFAULT_TIMESTEP,
                 "default_start": DEFAULT_START,
                 "n_blocks": n_blocks,
@@ -318,6 +332,19 @@ def fit(
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def deviation_scales(deviations: torch.Tensor, groups: list[dict[str, Any]]) -> torch.Tensor:
+    """Per block position ``[N, b]``: the spread of ``deviations [E, N, b]`` (states minus
+    their mean) over the layer group that position belongs to; 1 for padding and for groups
+    that do not vary."""
+    flat = deviations.reshape(deviations.shape[0], -1)
+    scale = torch.ones(flat.shape[1])
+    for g in groups:
+        part = flat[:, g["offset"] : g["offset"] + g["numel"]]
+        spread = float(part.double().pow(2).mean().sqrt()) if part.numel() else 0.0
+        scale[g["offset"] : g["offset"] + g["numel"]] = spread if spread > 0 else 1.0
+    return scale.view(deviations.shape[1:])
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -359,7 +386,12 @@ class DiffusionGenerator(WeightGenerator):
         self.model.requires_grad_(False)
         self.scheduler = _scheduler(self.info["prediction_type"])
         self.blocker = LayerwiseBlocker.from_layout(read_json(self.path / "blocker.json"))
-        self.mean_blocks = load_tensors(self.path / "mean_blocks.safetensors")[0]["mean"]
+        stats = load_tensors(self.path / "mean_blocks.safetensors")[0]
+        self.mean_blocks = stats["mean"]
+        # model space -> blocks: blocks = offset + scale · x (identity for uncentred generators)
+        centred = bool(self.info.get("centered", False))
+        self.offset = self.mean_blocks if centred else torch.zeros_like(self.mean_blocks)
+        self.scale = stats["scale"] if centred else torch.ones_like(self.mean_blocks)
         self.encoder = create_text_encoder(
             self.info["text_encoder"], text_encoder_path or self.info.get("text_encoder_path")
         )
@@ -408,14 +440,17 @@ class DiffusionGenerator(WeightGenerator):
             start = start or self.info.get("default_start", DEFAULT_START)
             if start not in ("mean", "noise"):
                 raise DnwError(f"unknown start {start!r}: mean or noise")
-            wt = a * self.mean_blocks + s * noise if start == "mean" else noise
+            mean = (self.mean_blocks - self.offset) / self.scale  # the dataset mean, model space
+            wt = a * mean + s * noise if start == "mean" else noise
             pred = self.model(wt, torch.full((n,), t), index, tokens, mask)
             kind = self.info["prediction_type"]
             if kind == "epsilon":
-                return (wt - s * pred) / a
-            if kind == "sample":
-                return pred
-            return a * wt - s * pred  # v-prediction
+                x0 = (wt - s * pred) / a
+            elif kind == "sample":
+                x0 = pred
+            else:  # v-prediction
+                x0 = a * wt - s * pred
+            return self.offset + self.scale * x0
         from diffusers import DDIMScheduler
 
         sample_range = self.info.get("sample_range")
@@ -430,7 +465,7 @@ class DiffusionGenerator(WeightGenerator):
         for t in ddim.timesteps:
             pred = self.model(w, t.expand(n), index, tokens, mask)
             w = ddim.step(pred, t, w).prev_sample
-        return w
+        return self.offset + self.scale * w
 
     def generate(self, prompt: str, *, seed: int = 0, **options: Any) -> dict[str, torch.Tensor]:
         return self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))

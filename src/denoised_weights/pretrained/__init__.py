@@ -112,7 +112,7 @@ def build_pack(
             "default_start": gen_info.get("default_start"),
         },
         "versions": read_json(generator / "run.json").get("versions"),
-        "rebuild": "make pack (base, 48-concept collection, fit for the recorded steps, dnw pack)",
+        "rebuild": "make pack (base, collection of every single-edit training concept, fit for the recorded steps, dnw pack)",
     }  # fmt: skip
     if data is not None:
         provenance["dataset"] = WeightDataset(data).info()

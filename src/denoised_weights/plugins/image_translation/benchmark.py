@@ -103,12 +103,13 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     "small": BenchPreset(
         arch="small",
         base_steps=2500,
-        collect={
-            "concepts": 48,
-            "checkpoints": 4,
-            "max_steps": 250,
-            "eval_every": 25,
-            "interval": 20,
+        collect={  # every single-edit training concept (191), about 100 steps each
+            "concepts": None,
+            "max_primitives": 1,
+            "checkpoints": 3,
+            "max_steps": 80,
+            "eval_every": 20,
+            "interval": 10,
         },
         fit={"max_minutes": 25.0},
         concepts=8,
@@ -219,12 +220,11 @@ def build_inputs(
 
     needs_data = spec.generator is None or any(i in DATA_INITS for i in spec.inits)
     if spec.data is None and needs_data:  # collect resumes: stored concepts are skipped
-        opts = {k: v for k, v in p.collect.items() if k != "concepts"}
-        echo(
-            f"[build] weight dataset ({p.collect['concepts'] or 'all'} training concepts) in {data}"
-        )
+        opts = {k: v for k, v in p.collect.items() if k not in ("concepts", "max_primitives")}
+        ids = training_concepts(p.collect["concepts"], p.collect.get("max_primitives"))
+        echo(f"[build] weight dataset ({len(ids)} training concepts) in {data}")
         collect(
-            arch, base, data, concept_ids=training_concepts(p.collect["concepts"]),
+            arch, base, data, concept_ids=ids,
             opts=CollectOptions(seed=spec.seed, **opts), preset=p.arch, workers=spec.workers,
             photos_dir=spec.photos_dir,
         )  # fmt: skip
@@ -269,7 +269,6 @@ def check_concepts(ids: Sequence[str]) -> list[str]:
 def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Build what is missing, fine-tune every (concept, seed, init), write the outputs."""
     from denoised_weights.plugins.image_translation.commands import make_initialiser
-    from denoised_weights.plugins.image_translation.experiments import compare_inits
 
     if spec.preset not in BENCH_PRESETS:
         raise DnwError(
@@ -306,30 +305,14 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
             "config": config,
             "step0": step0_all_held_out(arch, base, initialisers, spec, p, out, echo),
         }
-    comparisons = []
-    total = len(concept_ids) * seeds
-    for s in range(seeds):
-        for i, cid in enumerate(concept_ids):
-            k = s * len(concept_ids) + i + 1
-            comparisons.append(
-                compare_inits(
-                    arch,
-                    out / "runs" / cid / f"seed{spec.seed + s}",
-                    concept=cid,
-                    base=base,
-                    inits=spec.inits,
-                    initialisers=initialisers,
-                    n_train=p.n_train,
-                    n_eval=p.n_eval,
-                    max_steps=max_steps,
-                    eval_every=p.eval_every,
-                    seed=spec.seed + s,
-                    metrics=p.metrics,
-                    photos_dir=spec.photos_dir,
-                    snapshot_at=[t for t in p.snapshot_at if t <= max_steps],
-                    progress=lambda init, k=k, cid=cid: echo(f"[{k}/{total}] {cid}: {init}"),
-                )
-            )
+    jobs = [(cid, spec.seed + s) for s in range(seeds) for cid in concept_ids]
+    if spec.workers > 1:  # fill the run folders in parallel; the loop below then reads them back
+        run_jobs_in_workers(spec, arch, base, data, generator, jobs, max_steps)
+    comparisons = [
+        compare_job(spec, arch, base, initialisers, cid, seed, max_steps,
+                    progress=lambda init, k=k, cid=cid: echo(f"[{k}/{len(jobs)}] {cid}: {init}"))
+        for k, (cid, seed) in enumerate(jobs, start=1)
+    ]  # fmt: skip
     step0 = None
     if p.step0_all:
         step0 = step0_all_held_out(arch, base, initialisers, spec, p, out, echo)
@@ -347,6 +330,61 @@ def run_benchmark(spec: BenchmarkSpec, echo: Callable[[str], None] = print) -> d
     plot_speedups(out, results)
     image_grids(out, concept_ids, spec.seed, spec.inits, arch, p, spec.photos_dir)
     return results
+
+
+def compare_job(spec, arch, base, initialisers, cid, seed, max_steps, progress=None):
+    """Every init fine-tuned on one (concept, seed); resumes, so a finished job is only read."""
+    from denoised_weights.plugins.image_translation.experiments import compare_inits
+
+    p = BENCH_PRESETS[spec.preset]
+    return compare_inits(
+        arch, spec.out / "runs" / cid / f"seed{seed}", concept=cid, base=base, inits=spec.inits,
+        initialisers=initialisers, n_train=p.n_train, n_eval=p.n_eval, max_steps=max_steps,
+        eval_every=p.eval_every, seed=seed, metrics=p.metrics, photos_dir=spec.photos_dir,
+        snapshot_at=[t for t in p.snapshot_at if t <= max_steps], progress=progress,
+    )  # fmt: skip
+
+
+def _job_worker(spec, arch_name, arch_config, base, data, generator, jobs, max_steps, threads, position):  # fmt: skip
+    """The body of one fine-tuning worker process (``--workers``): its share of the jobs."""
+    import torch
+
+    from denoised_weights.api import create_architecture
+    from denoised_weights.plugins.image_translation.collect import _exit_with_parent
+    from denoised_weights.plugins.image_translation.commands import make_initialiser
+
+    _exit_with_parent()
+    torch.set_num_threads(threads)
+    arch = create_architecture(arch_name, **arch_config)
+    initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in spec.inits}
+    for cid, seed in jobs:
+        compare_job(spec, arch, base, initialisers, cid, seed, max_steps)
+        print(f"[worker {position}] {cid} seed {seed}: done", flush=True)
+
+
+def run_jobs_in_workers(spec, arch, base, data, generator, jobs, max_steps) -> None:
+    """Run the (concept, seed) jobs in ``spec.workers`` processes of cores/W threads each.
+
+    Every init of one job runs in the same process, one after another, so the seconds of the
+    inits a speed-up compares were measured under the same load.
+    """
+    import multiprocessing as mp
+    import os
+
+    workers = min(spec.workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = []
+    for w in range(workers):
+        args = (spec, arch.name, arch.config, base, data, generator, jobs[w::workers], max_steps, threads, w)  # fmt: skip
+        procs.append(ctx.Process(target=_job_worker, args=args))
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [w for w, proc in enumerate(procs) if proc.exitcode != 0]
+    if failed:
+        raise DnwError(f"benchmark worker(s) {failed} failed; rerun the same command to resume")
 
 
 def _digest(path: Path) -> str | None:

@@ -389,6 +389,12 @@ def add_collect_commands(cli: click.Group) -> None:
         help="First N training concepts (spread over the catalogue).",
     )
     @click.option(
+        "--max-primitives",
+        type=click.IntRange(min=1, max=3),
+        default=None,
+        help="Only concepts of at most this many edits (1: every single edit at every train value).",
+    )
+    @click.option(
         "--split",
         type=click.Choice(["train"]),
         default="train",
@@ -431,7 +437,7 @@ def add_collect_commands(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None)
     def collect(
-        base: Path, out: Path, preset: str, n_concepts: int | None, split: str, checkpoints: int, max_steps: int,
+        base: Path, out: Path, preset: str, n_concepts: int | None, max_primitives: int | None, split: str, checkpoints: int, max_steps: int,
         eval_every: int, interval: int, shard: str | None, workers: int, seed: int, photos: Path | None,
     ) -> None:  # fmt: skip
         """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
@@ -444,7 +450,7 @@ def add_collect_commands(cli: click.Group) -> None:
         )
 
         arch = _arch(preset)
-        ids = training_concepts(n_concepts)
+        ids = training_concepts(n_concepts, max_primitives)
         opts = CollectOptions(
             checkpoints=checkpoints,
             max_steps=max_steps,
@@ -511,11 +517,14 @@ def make_initialiser(init: str, *, generator: Path | None = None, data: Path | N
     return registry.create(init, data=data)
 
 
-def training_concepts(n: int | None) -> list[str]:
-    """All training concept ids, or N of them spread evenly over the catalogue."""
+def training_concepts(n: int | None, max_primitives: int | None = None) -> list[str]:
+    """Training concept ids (those of at most ``max_primitives`` edits), all of them or N spread
+    evenly over the catalogue."""
     from denoised_weights.plugins.image_translation.concepts import concepts
 
-    ids = [c.id for c in concepts("train")]
+    ids = [
+        c.id for c in concepts("train") if max_primitives is None or len(c.steps) <= max_primitives
+    ]
     if n is None or n >= len(ids):
         return ids
     return [ids[round(i * len(ids) / n)] for i in range(n)]
@@ -536,7 +545,7 @@ def add_benchmark_command(cli: click.Group) -> None:
     @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per concept (preset default).")  # fmt: skip
     @click.option("--inits", default=",".join(INITS), show_default=True)
     @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Step budget (preset default).")  # fmt: skip
-    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Collection processes.")  # fmt: skip
+    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes for collection and fine-tuning (cores/W threads each).")  # fmt: skip
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None)
     @click.option(
