@@ -57,18 +57,56 @@ def test_centring_gives_each_group_unit_spread_and_generation_undoes_it(
 
     gen = DiffusionGenerator(tiny_generator)
     assert json.loads((tiny_generator / "generator.json").read_text())["centered"] is True
-    states = [s for _, s in WeightDataset(tiny_dataset).iter_states()]
-    blocks = torch.stack([gen.blocker.to_blocks(s) for s in states])
-    scale = deviation_scales(blocks - blocks.mean(0), gen.blocker.groups)
-    centred = ((blocks - blocks.mean(0)) / scale).reshape(len(states), -1)
+    pairs = list(WeightDataset(tiny_dataset).iter_states())
+    last = max(e["checkpoint"] for e, _ in pairs)  # fit validates on each concept's last one
+    blocks = torch.stack([gen.blocker.to_blocks(s) for e, s in pairs if e["checkpoint"] < last])
+    mean = blocks.mean(0)
+    assert torch.allclose(gen.mean_blocks, mean, atol=1e-6)
+    assert torch.allclose(gen.scale, deviation_scales(blocks - mean, gen.blocker.groups))
+    centred = ((blocks - mean) / gen.scale).reshape(len(blocks), -1)
     for g in gen.blocker.groups:  # unit root-mean-square deviation within every layer group
         part = centred[:, g["offset"] : g["offset"] + g["numel"]]
         assert part.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
     assert torch.all(gen.scale > 0) and not torch.equal(gen.scale, torch.ones_like(gen.scale))
     # at t = 0 from the mean there is (almost) nothing to denoise: the blocks are the mean
     near_mean = gen.generate_blocks("warm sepia photo", timestep=0, start="mean")
-    err = (near_mean - gen.mean_blocks).norm() / gen.mean_blocks.norm()
-    assert err < 0.05
+    assert (near_mean - gen.mean_blocks).norm() / gen.mean_blocks.norm() < 0.05
+    # multi-step DDIM clips in the centred space, then un-centres
+    ddim = (gen.generate_blocks("warm sepia photo", steps=3) - gen.offset) / gen.scale
+    assert ddim.abs().max() <= gen.info["sample_range"] + 1e-4
+
+
+def test_a_generator_saved_before_centring_still_loads(tmp_path, tiny_generator):
+    import shutil
+
+    from denoised_weights.core.io import load_tensors, save_tensors
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_generator, old)
+    info = json.loads((old / "generator.json").read_text())
+    del info["centered"]
+    (old / "generator.json").write_text(json.dumps(info))
+    mean = load_tensors(old / "mean_blocks.safetensors")[0]["mean"]
+    save_tensors(old / "mean_blocks.safetensors", {"mean": mean})
+    gen = DiffusionGenerator(old)
+    assert torch.equal(gen.offset, torch.zeros_like(mean)) and torch.equal(gen.scale, torch.ones_like(mean))  # fmt: skip
+    near_mean = gen.generate_blocks("warm sepia photo", timestep=0, start="mean")
+    assert (near_mean - mean).norm() / mean.norm() < 0.05
+
+
+def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkeypatch):
+    import denoised_weights.generators.diffusion as diffusion
+    from denoised_weights.core.errors import DnwError
+
+    def crash(*_a, **_k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(diffusion, "plot_history", crash)  # dies after training: checkpoint kept
+    with pytest.raises(RuntimeError):
+        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1)  # fmt: skip
+    assert (tmp_path / "g" / "checkpoint").is_dir()
+    with pytest.raises(DnwError, match="other options"):
+        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, center=False)  # fmt: skip
 
 
 def test_one_step_generation_is_deterministic_and_peft_readable(tmp_path, tiny_generator):

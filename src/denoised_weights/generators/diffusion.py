@@ -247,6 +247,12 @@ def fit(
         meta = box[0]
         for p in model.parameters():
             dist.broadcast(p.data, src=0)
+    making = {"center": center, "prediction_type": prediction_type}
+    if meta and any(meta.get(k, v) != v for k, v in making.items()):
+        raise DnwError(
+            f"{ckpt_dir} is an unfinished fit with other options "
+            f"({', '.join(f'{k}={meta.get(k)}' for k in making)}); rerun with those or use a new --out"
+        )
     step = meta["step"] if meta else 0
     seconds = meta["seconds"] if meta else 0.0
     history: list[dict[str, Any]] = meta["history"] if meta else []
@@ -290,7 +296,7 @@ def fit(
             save_checkpoint(
                 ckpt_dir,
                 {"model": model, "opt": opt},
-                {"step": step, "seconds": seconds, "history": history},
+                {"step": step, "seconds": seconds, "history": history, **making},
             )
     bar.close()
     seconds = time.perf_counter() - start
@@ -343,7 +349,7 @@ def deviation_scales(deviations: torch.Tensor, groups: list[dict[str, Any]]) -> 
     for g in groups:
         part = flat[:, g["offset"] : g["offset"] + g["numel"]]
         spread = float(part.double().pow(2).mean().sqrt()) if part.numel() else 0.0
-        scale[g["offset"] : g["offset"] + g["numel"]] = spread if spread > 0 else 1.0
+        scale[g["offset"] : g["offset"] + g["numel"]] = spread if spread > 1e-12 else 1.0
     return scale.view(deviations.shape[1:])
 
 

@@ -108,6 +108,7 @@ def build_pack(
             "train_seconds": gen_info["train_seconds"],
             "text_encoder": gen_info["text_encoder"],
             "final_val_loss": history[-1]["val_loss"],
+            "centered": gen_info.get("centered", False),
             "default_timestep": gen_info.get("default_timestep"),
             "default_start": gen_info.get("default_start"),
         },

@@ -103,7 +103,7 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     "small": BenchPreset(
         arch="small",
         base_steps=2500,
-        collect={  # every single-edit training concept (191), about 100 steps each
+        collect={  # every single-edit training concept (191): 80 steps, then 3 checkpoints
             "concepts": None,
             "max_primitives": 1,
             "checkpoints": 3,
@@ -350,10 +350,10 @@ def _job_worker(spec, arch_name, arch_config, base, data, generator, jobs, max_s
     import torch
 
     from denoised_weights.api import create_architecture
-    from denoised_weights.plugins.image_translation.collect import _exit_with_parent
+    from denoised_weights.core.workers import exit_with_parent
     from denoised_weights.plugins.image_translation.commands import make_initialiser
 
-    _exit_with_parent()
+    exit_with_parent()
     torch.set_num_threads(threads)
     arch = create_architecture(arch_name, **arch_config)
     initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in spec.inits}
@@ -368,23 +368,29 @@ def run_jobs_in_workers(spec, arch, base, data, generator, jobs, max_steps) -> N
     Every init of one job runs in the same process, one after another, so the seconds of the
     inits a speed-up compares were measured under the same load.
     """
-    import multiprocessing as mp
-    import os
+    from denoised_weights.core.workers import run_workers, threads_per_worker
 
     workers = min(spec.workers, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")
-    procs = []
-    for w in range(workers):
-        args = (spec, arch.name, arch.config, base, data, generator, jobs[w::workers], max_steps, threads, w)  # fmt: skip
-        procs.append(ctx.Process(target=_job_worker, args=args))
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    failed = [w for w, proc in enumerate(procs) if proc.exitcode != 0]
-    if failed:
-        raise DnwError(f"benchmark worker(s) {failed} failed; rerun the same command to resume")
+    threads = threads_per_worker(workers)
+    run_workers(
+        _job_worker,
+        [
+            (
+                spec,
+                arch.name,
+                arch.config,
+                base,
+                data,
+                generator,
+                jobs[w::workers],
+                max_steps,
+                threads,
+                w,
+            )
+            for w in range(workers)
+        ],
+        "benchmark",
+    )
 
 
 def _digest(path: Path) -> str | None:

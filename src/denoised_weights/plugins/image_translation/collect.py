@@ -29,6 +29,7 @@ from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture
 from denoised_weights.core.io import load_tensors, read_json, save_tensors, versions, write_json
 from denoised_weights.core.lora import apply_lora, lora_state
+from denoised_weights.core.workers import exit_with_parent, run_workers, threads_per_worker
 
 
 @dataclass
@@ -255,7 +256,7 @@ def collect_shard(
     from tqdm.auto import tqdm
 
     if position > 0 or threads is not None:
-        _exit_with_parent()
+        exit_with_parent()
 
     from denoised_weights.api import create_architecture, lora_fingerprint
 
@@ -279,26 +280,6 @@ def collect_shard(
             arch, out_path, cid, base_model=base_model, base_disc=base_disc, fingerprint=fingerprint,
             opts=opts, photos_dir=photos_dir, position=position * 2 + 1,
         )  # fmt: skip
-
-
-def _exit_with_parent() -> None:
-    """End this worker process as soon as its parent is gone (killed, even with -9).
-
-    Without it, workers orphaned by a killed ``dnw collect`` would keep writing to the dataset
-    while the rerun that resumes it starts its own workers.
-    """
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -333,8 +314,7 @@ def collect(
         dist.barrier()
     prepare_dataset(out, arch, base, preset, opts)
     mine = list(concept_ids)[shard[0] :: shard[1]][rank::world]
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // (workers * world))
+    threads = threads_per_worker(workers, world)
     if workers == 1:
         collect_shard(
             arch.name,
@@ -348,35 +328,25 @@ def collect(
             0,
         )
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        procs = [
-            ctx.Process(
-                target=collect_shard,
-                args=(
+        photos = photos_dir and str(photos_dir)
+        run_workers(
+            collect_shard,
+            [
+                (
                     arch.name,
                     arch.config,
                     str(out),
                     str(base),
                     mine[w::workers],
                     opts,
-                    photos_dir and str(photos_dir),
+                    photos,
                     threads,
                     w,
-                ),
-            )
-            for w in range(workers)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        failed = [w for w, p in enumerate(procs) if p.exitcode != 0]
-        if failed:
-            raise DnwError(
-                f"collection worker(s) {failed} failed; rerun the same command to resume"
-            )
+                )
+                for w in range(workers)
+            ],
+            "collection",
+        )
     if world > 1:
         import torch.distributed as dist
 
