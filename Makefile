@@ -21,16 +21,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Rebuild the shipped pretrained pack from nothing (small preset; about 45 min on 2 cores):
+# Rebuild the shipped pretrained pack from nothing (small preset; about 65 min on 2 cores):
 # base (~9 min), weight dataset of every single-edit training concept (191, ~25 min),
-# generator (~8 min), then the pack with its provenance.
+# generator (~27 min), then the pack with its provenance.
 PACK_WORK ?= runs/pack
-FIT_STEPS ?= 2300
+FIT_STEPS ?= 7500
 pack: $(STAMP)
 	DNW_PLUGINS= $(BIN)/dnw base --preset small --out $(PACK_WORK)/base
 	DNW_PLUGINS= $(BIN)/dnw collect --base $(PACK_WORK)/base --out $(PACK_WORK)/dataset --preset small \
 		--max-primitives 1 --checkpoints 3 --max-steps 80 --eval-every 20 --interval 10 --workers 2
-	DNW_PLUGINS= $(BIN)/dnw fit --data $(PACK_WORK)/dataset --out $(PACK_WORK)/generator --max-steps $(FIT_STEPS)
+	DNW_PLUGINS= $(BIN)/dnw fit --data $(PACK_WORK)/dataset --out $(PACK_WORK)/generator --max-steps $(FIT_STEPS) \
+		--prediction sample
 	DNW_PLUGINS= $(BIN)/dnw pack --base $(PACK_WORK)/base --generator $(PACK_WORK)/generator \
 		--data $(PACK_WORK)/dataset
 

@@ -17,11 +17,18 @@ def run(*args):
     return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
 
-def test_unet_save_load_round_trip(tmp_path):
-    model = WeightUNet1D(block_size=64, patch=16, channels=(16, 32), heads=2, text_dim=8).eval()
+@pytest.mark.parametrize(
+    "extras", [{}, {"pooled_text": True, "emb_head": True, "scale_shift": True}]
+)
+def test_unet_save_load_round_trip(tmp_path, extras):
+    model = WeightUNet1D(
+        block_size=64, patch=16, channels=(16, 32), heads=2, text_dim=8, **extras
+    ).eval()
     args = (torch.randn(3, 64), torch.tensor([1, 500, 999]), torch.tensor([0, 1, 2]), torch.randn(3, 4, 8),
             torch.ones(3, 4, dtype=torch.bool))  # fmt: skip
     torch.nn.init.normal_(model.conv_out.weight)  # zero-initialised output: make it matter
+    if extras:
+        torch.nn.init.normal_(model.direct_head[-1].weight)
     model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
     again = WeightUNet1D.from_pretrained(tmp_path / "m").eval()
@@ -42,6 +49,7 @@ def test_fit_outputs(tiny_generator):
     } <= names
     history = json.loads((tiny_generator / "val_loss.json").read_text())
     assert [h["step"] for h in history] == [0, 3, 6] and all(h["val_loss"] > 0 for h in history)
+    assert all(-1 <= h["val_cos"] <= 1 for h in history)
     info = json.loads((tiny_generator / "generator.json").read_text())
     scheduler = json.loads((tiny_generator / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["clip_sample"] is False and scheduler["prediction_type"] == "epsilon"
@@ -107,6 +115,40 @@ def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkey
     assert (tmp_path / "g" / "checkpoint").is_dir()
     with pytest.raises(DnwError, match="other options"):
         diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, center=False)  # fmt: skip
+    with pytest.raises(DnwError, match="other options"):
+        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, noisy_share=0.5)  # fmt: skip
+
+
+def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_path, tiny_dataset):
+    from denoised_weights.generators.diffusion import fit
+
+    out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1,
+              prediction_type="sample")  # fmt: skip
+    info = json.loads((out / "generator.json").read_text())
+    assert (info["prediction_type"], info["default_timestep"], info["default_start"]) == (
+        "sample",
+        999,
+        "noise",
+    )
+    assert json.loads((out / "run.json").read_text())["config"]["noisy_share"] == 0.5
+    gen = DiffusionGenerator(out)
+    a = gen.generate_blocks("warm sepia photo", seed=1)
+    assert (
+        torch.equal(a, gen.generate_blocks("warm sepia photo", seed=1)) and torch.isfinite(a).all()
+    )
+    # at t = 999 the input is noise: the model's estimate is the clean block itself
+    n, b = gen.blocker.n_blocks, gen.blocker.block_size
+    tokens, mask = gen.encoder.encode(["warm sepia photo"])
+    noise = torch.randn(n, b, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x0 = gen.model(
+            noise,
+            torch.full((n,), 999),
+            torch.arange(n),
+            tokens.expand(n, -1, -1),
+            mask.expand(n, -1),
+        )
+    assert torch.allclose(a, gen.offset + gen.scale * x0, atol=1e-5)
 
 
 def test_one_step_generation_is_deterministic_and_peft_readable(tmp_path, tiny_generator):
@@ -244,3 +286,34 @@ def test_fine_handles_layers_with_fewer_channels_than_the_rank(tiny_dataset):
         and torch.linalg.matrix_rank(delta) <= 3
         and delta.abs().sum() > 0
     )
+
+
+def test_unet_learns_which_block_each_prompt_wants():
+    """The one-step estimate at the noisiest timestep must follow the prompt and the block
+    index (a generator that only learns the mean scores 0 here)."""
+    from denoised_weights.generators.text import HashEncoder
+
+    torch.manual_seed(0)
+    n_blocks, size = 6, 64
+    targets = torch.randn(2, n_blocks, size)  # two concepts, each with its own blocks
+    tokens, mask = HashEncoder(dim=8).encode(["warm sepia photo", "cold blue photo"])
+    model = WeightUNet1D(block_size=size, patch=16, channels=(16, 32), heads=2, text_dim=8,
+                         pooled_text=True, emb_head=True)  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    index = torch.arange(n_blocks).repeat(2)
+    concept = torch.arange(2).repeat_interleave(n_blocks)
+    t = torch.full((2 * n_blocks,), 999)
+    for _ in range(150):
+        pred = model(torch.randn(2 * n_blocks, size), t, index, tokens[concept], mask[concept])
+        loss = torch.nn.functional.mse_loss(pred, targets[concept, index])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = model(torch.randn(2 * n_blocks, size), t, index, tokens[concept], mask[concept])
+    out = out.view(2, n_blocks, size)
+    cos = torch.nn.functional.cosine_similarity
+    for c in range(2):
+        own = cos(out[c].flatten(), targets[c].flatten(), 0)
+        other = cos(out[c].flatten(), targets[1 - c].flatten(), 0)
+        assert own > 0.8 and own > other + 0.5

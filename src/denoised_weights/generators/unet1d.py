@@ -24,19 +24,28 @@ def _groups(channels: int) -> int:
 
 
 class ResBlock1D(nn.Module):
-    def __init__(self, cin: int, cout: int, emb_dim: int) -> None:
+    """Conv ResBlock that receives the embedding either as a shift added after the first
+    convolution, or (``scale_shift``) as a scale and shift of the second normalisation."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, scale_shift: bool = False) -> None:
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(_groups(cin), cin)
         self.conv1 = nn.Conv1d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, cout)
+        self.emb = nn.Linear(emb_dim, 2 * cout if scale_shift else cout)
         self.norm2 = nn.GroupNorm(_groups(cout), cout)
         self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
         self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        e = self.emb(F.silu(emb))[:, :, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(F.silu(h))
         return self.skip(x) + h
 
 
@@ -78,6 +87,9 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         heads: int = 4,
         text_dim: int = 384,
         max_blocks: int = 8192,
+        scale_shift: bool = False,
+        pooled_text: bool = False,
+        emb_head: bool = False,
     ) -> None:
         super().__init__()
         if block_size % patch:
@@ -91,27 +103,29 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         self.time_embed = TimestepEmbedding(ch0, emb_dim)
         self.index_proj = Timesteps(ch0, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.index_embed = TimestepEmbedding(ch0, emb_dim)
+        # the prompt's pooled (masked-mean) token embedding, added to the embedding as well
+        self.text_embed = TimestepEmbedding(text_dim, emb_dim) if pooled_text else None
         self.conv_in = nn.Conv1d(patch, ch0, 3, padding=1)
         self.down_res = nn.ModuleList()
         self.down_attn = nn.ModuleList()
         self.downsample = nn.ModuleList()
         cin = ch0
         for i, ch in enumerate(channels):
-            self.down_res.append(ResBlock1D(cin, ch, emb_dim))
+            self.down_res.append(ResBlock1D(cin, ch, emb_dim, scale_shift))
             self.down_attn.append(Transformer1D(ch, heads, text_dim))
             last = i == len(channels) - 1
             self.downsample.append(
                 nn.Identity() if last else nn.Conv1d(ch, ch, 3, stride=2, padding=1)
             )
             cin = ch
-        self.mid_res1 = ResBlock1D(cin, cin, emb_dim)
+        self.mid_res1 = ResBlock1D(cin, cin, emb_dim, scale_shift)
         self.mid_attn = Transformer1D(cin, heads, text_dim)
-        self.mid_res2 = ResBlock1D(cin, cin, emb_dim)
+        self.mid_res2 = ResBlock1D(cin, cin, emb_dim, scale_shift)
         self.up_res = nn.ModuleList()
         self.up_attn = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, ch in reversed(list(enumerate(channels))):
-            self.up_res.append(ResBlock1D(cin + ch, ch, emb_dim))
+            self.up_res.append(ResBlock1D(cin + ch, ch, emb_dim, scale_shift))
             self.up_attn.append(Transformer1D(ch, heads, text_dim))
             self.upsample.append(
                 nn.Identity() if i == 0 else nn.Upsample(scale_factor=2, mode="nearest")
@@ -121,6 +135,18 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv1d(cin, patch, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # a direct path from the embedding (timestep + block index + pooled prompt) to the
+        # output block: what the block should be whatever the noisy input says
+        self.direct_head = None
+        if emb_head:
+            self.direct_head = nn.Sequential(
+                nn.SiLU(),
+                nn.Linear(emb_dim, 4 * emb_dim),
+                nn.SiLU(),
+                nn.Linear(4 * emb_dim, block_size),
+            )
+            nn.init.zeros_(self.direct_head[-1].weight)
+            nn.init.zeros_(self.direct_head[-1].bias)
 
     def forward(
         self,
@@ -139,6 +165,10 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         emb = self.time_embed(self.time_proj(timestep).to(dtype)) + self.index_embed(
             self.index_proj(block_index).to(dtype)
         )
+        if self.text_embed is not None:
+            m = text_mask.unsqueeze(-1).to(dtype)
+            pooled = (text * m).sum(1) / m.sum(1).clamp_min(1.0)
+            emb = emb + self.text_embed(pooled.to(dtype))
         h = self.conv_in(x)
         skips = []
         for res, attn, down in zip(self.down_res, self.down_attn, self.downsample, strict=True):
@@ -149,5 +179,7 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         for res, attn, up in zip(self.up_res, self.up_attn, self.upsample, strict=True):
             h = attn(res(torch.cat([h, skips.pop()], dim=1), emb), text, text_mask)
             h = up(h)
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        return out.transpose(1, 2).reshape(b, -1)
+        out = self.conv_out(F.silu(self.norm_out(h))).transpose(1, 2).reshape(b, -1)
+        if self.direct_head is not None:
+            out = out + self.direct_head(emb)
+        return out

@@ -111,7 +111,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
             "eval_every": 20,
             "interval": 10,
         },
-        fit={},  # fit's own small default (FIT_STEPS: 2,300 steps, about 8 minutes here)
+        # fit's small default length (7,500 steps, about 27 minutes here) with clean-sample
+        # prediction, read in one step at t = 999 (the README's measurements)
+        fit={"prediction_type": "sample"},
         concepts=8,
         seeds=2,
         max_steps=400,
