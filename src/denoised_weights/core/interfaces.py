@@ -155,6 +155,12 @@ class WeightGenerator(ABC):
         """Raise if this initialiser's LoRA states do not fit ``arch``."""
 
 
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, dim]``: the mean of ``tokens [B, L, dim]`` over the positions ``mask [B, L]`` keeps."""
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 class TextEncoder(ABC):
     """Frozen text encoder: prompts to token embeddings (for cross-attention) and a vector."""
 
@@ -166,9 +172,7 @@ class TextEncoder(ABC):
 
     def pooled(self, prompts: Sequence[str]) -> torch.Tensor:
         """``[B, dim]`` mean of the token embeddings under the mask."""
-        tokens, mask = self.encode(prompts)
-        m = mask.unsqueeze(-1).to(tokens.dtype)
-        return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(*self.encode(prompts))
 
 
 class PairSource(ABC):

@@ -67,7 +67,7 @@ def one_step(
     model: Any,
     alphas: torch.Tensor,
     kind: str,
-    start: torch.Tensor,
+    start: torch.Tensor | None,
     noise: torch.Tensor,
     t: int,
     index: torch.Tensor,
@@ -75,9 +75,9 @@ def one_step(
     mask: torch.Tensor,
 ) -> torch.Tensor:
     """The direct estimate ŵ0 of clean blocks from one forward at timestep ``t``, starting
-    at w_t = α_t·start + σ_t·noise (model space)."""
+    at w_t = α_t·start + σ_t·noise, or at w_t = noise when ``start`` is None (model space)."""
     a, s = alphas[t].sqrt(), (1 - alphas[t]).sqrt()
-    wt = a * start + s * noise
+    wt = noise if start is None else a * start + s * noise
     pred = model(wt, torch.full((wt.shape[0],), t, device=wt.device), index, tokens, mask)
     if kind == "epsilon":
         return (wt - s * pred) / a
@@ -267,11 +267,13 @@ def fit(
     # the prompt-specific signal: one-step generations for a few held-out checkpoints, as
     # cosine to those checkpoints in model space (0 = the model only restates the mean)
     cos_entries = val_idx[:: max(1, len(val_idx) // 8)][:8]
-    cos_noise = torch.randn(n_blocks, b, generator=g)
+    cos_noise = torch.randn(n_blocks, b, generator=g).to(device)
+    cos_index = torch.arange(n_blocks, device=device)
     gen_t = DEFAULT_TIMESTEP[prediction_type]
-    gen_start = DEFAULT_START[prediction_type]
-    if gen_start == "noise":  # w_t is the unit noise itself
-        cos_noise = cos_noise / math.sqrt(1 - float(alphas[gen_t]))
+    origin = 0 if center else mean_blocks  # the dataset mean in model space
+    gen_start = None  # pure noise, or the dataset mean plus noise:
+    if DEFAULT_START[prediction_type] == "mean":
+        gen_start = (origin + torch.zeros(n_blocks, b)).to(device)
 
     @torch.no_grad()
     def validate() -> dict[str, float]:
@@ -281,16 +283,11 @@ def fit(
             sl = slice(i, i + 512)
             total += loss_on(val["e"][sl], val["n"][sl], val["t"][sl].to(device), val["noise"][sl].to(device), val["p"][sl], model).item() * len(val["e"][sl])  # fmt: skip
         cosines = []
-        index = torch.arange(n_blocks, device=device)
         for e in cos_entries:
             tokens, mask = bank.get(torch.full((n_blocks,), entry_prompts[e][0]))
-            start_blocks = (
-                torch.zeros(n_blocks, b) if gen_start == "noise" or center else mean_blocks
-            )
-            x0 = one_step(model, alphas, prediction_type, start_blocks.to(device), cos_noise.to(device), gen_t, index, tokens.to(device), mask.to(device))  # fmt: skip
-            target = blocks[e] - (0 if center else mean_blocks)
-            estimate = x0.cpu() - (0 if center else mean_blocks)
-            cosines.append(float(F.cosine_similarity(estimate.flatten(), target.flatten(), 0)))
+            x0 = one_step(model, alphas, prediction_type, gen_start, cos_noise, gen_t, cos_index, tokens.to(device), mask.to(device))  # fmt: skip
+            deviation = x0.cpu() - origin
+            cosines.append(float(F.cosine_similarity(deviation.flatten(), (blocks[e] - origin).flatten(), 0)))  # fmt: skip
         model.train()
         return {"val_loss": total / nv, "val_cos": sum(cosines) / len(cosines)}
 
@@ -522,11 +519,8 @@ class DiffusionGenerator(WeightGenerator):
             start = start or self.info.get("default_start", DEFAULT_START[kind])
             if start not in ("mean", "noise"):
                 raise DnwError(f"unknown start {start!r}: mean or noise")
-            if start == "mean":  # the dataset mean, model space
-                begin = (self.mean_blocks - self.offset) / self.scale
-            else:  # w_t is pure noise
-                begin, t_alpha = torch.zeros(n, b), alphas[t]
-                noise = noise / (1 - t_alpha).sqrt()
+            # from the dataset mean (in model space) plus noise, or from pure noise
+            begin = (self.mean_blocks - self.offset) / self.scale if start == "mean" else None
             x0 = one_step(self.model, alphas, kind, begin, noise, t, index, tokens, mask)
             return self.offset + self.scale * x0
         from diffusers import DDIMScheduler

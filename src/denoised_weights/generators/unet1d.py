@@ -18,34 +18,27 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
+from denoised_weights.core.interfaces import masked_mean
+
 
 def _groups(channels: int) -> int:
     return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
 
 
 class ResBlock1D(nn.Module):
-    """Conv ResBlock that receives the embedding either as a shift added after the first
-    convolution, or (``scale_shift``) as a scale and shift of the second normalisation."""
-
-    def __init__(self, cin: int, cout: int, emb_dim: int, scale_shift: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, emb_dim: int) -> None:
         super().__init__()
-        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(_groups(cin), cin)
         self.conv1 = nn.Conv1d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * cout if scale_shift else cout)
+        self.emb = nn.Linear(emb_dim, cout)
         self.norm2 = nn.GroupNorm(_groups(cout), cout)
         self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
         self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        e = self.emb(F.silu(emb))[:, :, None]
-        if self.scale_shift:
-            scale, shift = e.chunk(2, dim=1)
-            h = self.norm2(h) * (1 + scale) + shift
-        else:
-            h = self.norm2(h + e)
-        h = self.conv2(F.silu(h))
+        h = h + self.emb(F.silu(emb))[:, :, None]
+        h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
 
 
@@ -87,7 +80,6 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         heads: int = 4,
         text_dim: int = 384,
         max_blocks: int = 8192,
-        scale_shift: bool = False,
         pooled_text: bool = False,
         emb_head: bool = False,
     ) -> None:
@@ -111,21 +103,21 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         self.downsample = nn.ModuleList()
         cin = ch0
         for i, ch in enumerate(channels):
-            self.down_res.append(ResBlock1D(cin, ch, emb_dim, scale_shift))
+            self.down_res.append(ResBlock1D(cin, ch, emb_dim))
             self.down_attn.append(Transformer1D(ch, heads, text_dim))
             last = i == len(channels) - 1
             self.downsample.append(
                 nn.Identity() if last else nn.Conv1d(ch, ch, 3, stride=2, padding=1)
             )
             cin = ch
-        self.mid_res1 = ResBlock1D(cin, cin, emb_dim, scale_shift)
+        self.mid_res1 = ResBlock1D(cin, cin, emb_dim)
         self.mid_attn = Transformer1D(cin, heads, text_dim)
-        self.mid_res2 = ResBlock1D(cin, cin, emb_dim, scale_shift)
+        self.mid_res2 = ResBlock1D(cin, cin, emb_dim)
         self.up_res = nn.ModuleList()
         self.up_attn = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, ch in reversed(list(enumerate(channels))):
-            self.up_res.append(ResBlock1D(cin + ch, ch, emb_dim, scale_shift))
+            self.up_res.append(ResBlock1D(cin + ch, ch, emb_dim))
             self.up_attn.append(Transformer1D(ch, heads, text_dim))
             self.upsample.append(
                 nn.Identity() if i == 0 else nn.Upsample(scale_factor=2, mode="nearest")
@@ -136,7 +128,8 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         # a direct path from the embedding (timestep + block index + pooled prompt) to the
-        # output block: what the block should be whatever the noisy input says
+        # output block: what the block should be whatever the noisy input says (the module is
+        # not named after its config flag: diffusers resolves config names before modules)
         self.direct_head = None
         if emb_head:
             self.direct_head = nn.Sequential(
@@ -166,9 +159,7 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
             self.index_proj(block_index).to(dtype)
         )
         if self.text_embed is not None:
-            m = text_mask.unsqueeze(-1).to(dtype)
-            pooled = (text * m).sum(1) / m.sum(1).clamp_min(1.0)
-            emb = emb + self.text_embed(pooled.to(dtype))
+            emb = emb + self.text_embed(masked_mean(text, text_mask).to(dtype))
         h = self.conv_in(x)
         skips = []
         for res, attn, down in zip(self.down_res, self.down_attn, self.downsample, strict=True):
