@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import denoised_weights as dnw
 from denoised_weights.cli import create_cli
+from denoised_weights.core.errors import DnwError
 from denoised_weights.core.plugins import get_plugin_manager
 from denoised_weights.generators.diffusion import DiffusionGenerator, timed_generate
 from denoised_weights.generators.unet1d import WeightUNet1D
@@ -115,6 +116,48 @@ def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkey
         diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, center=False)  # fmt: skip
     with pytest.raises(DnwError, match="other options"):
         diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, noisy_share=0.5)  # fmt: skip
+
+
+def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, monkeypatch):  # fmt: skip
+    import denoised_weights.core.checkpoint as checkpoint
+    from denoised_weights.core.io import load_tensors
+    from denoised_weights.generators.diffusion import fit
+
+    opts = dict(text_encoder="hash", batch_size=8, max_steps=6, val_every=2, lr_schedule="cosine",
+                warmup_steps=1)  # fmt: skip
+    unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
+    real = checkpoint.save_checkpoint
+
+    def save_then_die(path, parts, meta):
+        real(path, parts, meta)
+        if meta["step"] == 4:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tiny_dataset, tmp_path / "b", **opts)
+    monkeypatch.undo()
+    with pytest.raises(DnwError, match="other options"):  # the decay is laid out over max_steps
+        fit(tiny_dataset, tmp_path / "b", **{**opts, "max_steps": 8})
+    resumed = fit(tiny_dataset, tmp_path / "b", **opts)
+    weights = [load_tensors(d / "model" / "diffusion_pytorch_model.safetensors")[0] for d in (unbroken, resumed)]  # fmt: skip
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    histories = [json.loads((d / "val_loss.json").read_text()) for d in (unbroken, resumed)]
+    for h in histories:
+        assert [r["step"] for r in h] == [0, 2, 4, 6]
+    assert [r.get("lr") for r in histories[0]] == [r.get("lr") for r in histories[1]]
+    lrs = [r["lr"] for r in histories[0][1:]]
+    assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(0.0)  # cosine decay to zero by max_steps
+
+
+def test_the_default_schedule_keeps_the_learning_rate(tmp_path, tiny_dataset):
+    from denoised_weights.generators.diffusion import fit
+
+    out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=4,
+              val_every=2, lr=3e-4, warmup_steps=0)  # fmt: skip
+    assert [r.get("lr") for r in json.loads((out / "val_loss.json").read_text())] == [None, 3e-4, 3e-4]  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["config"]["lr_schedule"] == "constant"
 
 
 def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_path, tiny_dataset):

@@ -30,7 +30,6 @@ Output folder::
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import time
 from pathlib import Path
@@ -157,6 +156,8 @@ def fit(
     seed: int = 0,
     center: bool = True,
     noisy_share: float | None = None,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 100,
     model_options: dict[str, Any] | None = None,
 ) -> Path:
     """Train the block diffusion model on a weight dataset (resumable; DDP under torchrun)."""
@@ -233,6 +234,15 @@ def fit(
         device
     )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
+    from diffusers.optimization import get_scheduler
+
+    lr_sched = get_scheduler(
+        lr_schedule,
+        opt,
+        num_warmup_steps=min(warmup_steps, max_steps),
+        num_training_steps=max_steps,
+    )
     scheduler = _scheduler(prediction_type)
     alphas = scheduler.alphas_cumprod.to(device)
     train_model = model
@@ -304,12 +314,17 @@ def fit(
         meta = box[0]
         for p in model.parameters():
             dist.broadcast(p.data, src=0)
-    making = {"center": center, "prediction_type": prediction_type, "noisy_share": noisy_share}
+    making = {"center": center, "prediction_type": prediction_type, "noisy_share": noisy_share,
+              "lr_schedule": lr_schedule}  # fmt: skip
+    if lr_schedule in ("cosine", "linear"):  # laid out over max_steps: extending changes it
+        making["max_steps"] = max_steps
     if meta and any(meta.get(k, v) != v for k, v in making.items()):
         raise DnwError(
             f"{ckpt_dir} is an unfinished fit with other options "
             f"({', '.join(f'{k}={meta.get(k)}' for k in making)}); rerun with those or use a new --out"
         )
+    if meta and "lr_sched" in meta:
+        lr_sched.load_state_dict(meta["lr_sched"])
     step = meta["step"] if meta else 0
     seconds = meta["seconds"] if meta else 0.0
     history: list[dict[str, Any]] = meta["history"] if meta else []
@@ -318,10 +333,10 @@ def fit(
         "max_steps": max_steps, "max_minutes": max_minutes, "prediction_type": prediction_type, "model": options,
         "block_size": b, "n_blocks": n_blocks, "train_entries": len(train_idx), "val_entries": len(val_idx),
         "world_size": world, "center": center, "noisy_share": noisy_share,
+        "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
     }  # fmt: skip
     if rank == 0:
         write_run_record(out, seed=seed, config=config)
-    rng = random.Random(seed * 7 + rank)
     bar = tqdm(
         total=max_steps, initial=step, desc="fit", unit="step", mininterval=2, disable=rank != 0
     )
@@ -341,17 +356,21 @@ def fit(
             t = torch.where(noisy, torch.randint(900, 1000, (batch_size,), generator=gen), t)
         t = t.to(device)
         noise = torch.randn(batch_size, b, generator=gen).to(device)
-        prompt_idx = torch.tensor([rng.choice(entry_prompts[e]) for e in ie.tolist()])
+        # a paraphrase per sample from the step's own generator: a resumed fit draws what an
+        # unbroken one would have
+        pick = torch.rand(batch_size, generator=gen).tolist()
+        prompt_idx = torch.tensor([entry_prompts[e][int(u * len(entry_prompts[e]))] for e, u in zip(ie.tolist(), pick, strict=True)])  # fmt: skip
         loss = loss_on(ie, n, t, noise, prompt_idx, train_model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        lr_sched.step()
         running.append(loss.item())
         step += 1
         bar.update(1)
         if (step % val_every == 0 or step == max_steps) and rank == 0:
             seconds = time.perf_counter() - start
-            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / len(running)})  # fmt: skip
+            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / len(running), "lr": lr_sched.get_last_lr()[0]})  # fmt: skip
             running = []
             bar.set_postfix(
                 val=f"{history[-1]['val_loss']:.4f}", cos=f"{history[-1]['val_cos']:.3f}"
@@ -359,13 +378,19 @@ def fit(
             save_checkpoint(
                 ckpt_dir,
                 {"model": model, "opt": opt},
-                {"step": step, "seconds": seconds, "history": history, **making},
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "history": history,
+                    "lr_sched": lr_sched.state_dict(),
+                    **making,
+                },
             )
     bar.close()
     seconds = time.perf_counter() - start
     if rank == 0:
         if history[-1]["step"] != step:
-            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / max(1, len(running))})  # fmt: skip
+            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / max(1, len(running)), "lr": lr_sched.get_last_lr()[0]})  # fmt: skip
         model.save_pretrained(str(out / "model"), safe_serialization=True)
         scheduler.save_pretrained(str(out / "scheduler"))
         write_json(out / "blocker.json", blocker.layout())
