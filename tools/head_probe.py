@@ -31,13 +31,12 @@ def main() -> None:
     from torch import nn
 
     import denoised_weights as dnw
-    from denoised_weights.core.dataset import WeightDataset
     from denoised_weights.core.interfaces import masked_mean
     from denoised_weights.generators.baselines import MeanInit, NearestInit
-    from denoised_weights.generators.diffusion import DiffusionGenerator, PromptBank
     from denoised_weights.plugins.image_translation.experiments import step0_quality
 
     sys.path.insert(0, str(Path(__file__).parent))
+    import probe_data
     from scan_generation import tuning_concepts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,19 +48,11 @@ def main() -> None:
     ap.add_argument("--base", required=True, type=Path)
     args = ap.parse_args()
 
-    torch.manual_seed(0)
     rng = random.Random(0)
-    gen = DiffusionGenerator(args.generator)
-    entries, states = zip(*WeightDataset(args.data).iter_states(), strict=True)
-    x = torch.stack([(gen.blocker.to_blocks(s) - gen.offset) / gen.scale for s in states])
+    d = probe_data.load(args.generator, args.data)
+    gen, entries, x, prompts, bank, train = d.gen, d.entries, d.x, d.prompts, d.bank, d.train
     _, n_blocks, size = x.shape
-    prompts = {e["concept"]: e["prompts"] for e in entries}
-    bank = PromptBank(gen.encoder, sorted({p for ps in prompts.values() for p in ps}))
     pooled = masked_mean(bank.tokens, bank.mask)
-    concepts = sorted(prompts)
-    held = sorted(random.Random(1).sample(concepts, 20))
-    last = max(e["checkpoint"] for e in entries)
-    train = [i for i, e in enumerate(entries) if e["checkpoint"] < last and e["concept"] not in held]  # fmt: skip
     dim = pooled.shape[1]
 
     class AddHead(nn.Module):
@@ -95,11 +86,11 @@ def main() -> None:
     def cosine(cs: list[str]) -> float:
         sims = []
         for c in cs:
-            i = next(k for k, e in enumerate(entries) if e["concept"] == c and e["checkpoint"] == last)  # fmt: skip
+            i = d.last_entry(c)
             sims.append(float(F.cosine_similarity(predict(prompts[c][0]).flatten(), x[i].flatten(), 0)))  # fmt: skip
         return statistics.fmean(sims)
 
-    fitted = [c for c in concepts if c not in held][:20]
+    fitted = [c for c in d.concepts if c not in d.held][:20]
     t0 = time.perf_counter()
     for step in range(args.steps + 1):
         ie = torch.tensor(rng.choices(train, k=256))
@@ -110,7 +101,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 1000 == 0:
-            print(f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, held out {cosine(held):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+            print(f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, held out {cosine(d.held):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 
     class Head:
         def check_fits(self, arch) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from pathlib import Path
 def main() -> None:
     import torch
 
-    from denoised_weights.core.dataset import WeightDataset
-    from denoised_weights.generators.diffusion import DiffusionGenerator, PromptBank
     from denoised_weights.generators.unet1d import WeightUNet1D
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import probe_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=Path)
@@ -34,21 +36,11 @@ def main() -> None:
     ap.add_argument("--options", default="{}", help="WeightUNet1D options as JSON")
     args = ap.parse_args()
 
-    torch.manual_seed(0)
     rng = random.Random(0)
-    gen = DiffusionGenerator(args.generator)
-    entries, states = zip(*WeightDataset(args.data).iter_states(), strict=True)
-    x = torch.stack([(gen.blocker.to_blocks(s) - gen.offset) / gen.scale for s in states])
+    d = probe_data.load(args.generator, args.data)
+    entries, x, prompts, bank, train = d.entries, d.x, d.prompts, d.bank, d.train
     _, n_blocks, size = x.shape
-    prompts = {e["concept"]: e["prompts"] for e in entries}
-    bank = PromptBank(gen.encoder, sorted({p for ps in prompts.values() for p in ps}))
-    concepts = sorted(prompts)
-    held = set(random.Random(1).sample(concepts, 20))
-    last = max(e["checkpoint"] for e in entries)
-    train = [
-        i for i, e in enumerate(entries) if e["checkpoint"] < last and e["concept"] not in held
-    ]
-    model = WeightUNet1D(block_size=size, text_dim=gen.encoder.dim, max_blocks=n_blocks, **json.loads(args.options))  # fmt: skip
+    model = WeightUNet1D(block_size=size, text_dim=d.gen.encoder.dim, max_blocks=n_blocks, **json.loads(args.options))  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     t999 = torch.full((256,), 999)
 
@@ -57,9 +49,7 @@ def main() -> None:
         model.eval()
         sims = []
         for c in cs:
-            i = next(
-                k for k, e in enumerate(entries) if e["concept"] == c and e["checkpoint"] == last
-            )
+            i = d.last_entry(c)
             tokens, mask = bank.get(torch.full((n_blocks,), bank.index[prompts[c][0]]))
             noise = torch.randn(n_blocks, size, generator=torch.Generator().manual_seed(0))
             out = model(noise, torch.full((n_blocks,), 999), torch.arange(n_blocks), tokens, mask)
@@ -69,7 +59,7 @@ def main() -> None:
         model.train()
         return round(sum(sims) / len(sims), 3)
 
-    fitted = [c for c in concepts if c not in held][:20]
+    fitted = [c for c in d.concepts if c not in d.held][:20]
     t0 = time.perf_counter()
     for step in range(args.steps + 1):
         ie = torch.tensor(rng.choices(train, k=256))
@@ -86,7 +76,7 @@ def main() -> None:
         opt.step()
         if step % 500 == 0:
             print(f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted)}, "
-                  f"left out {cosine(sorted(held))} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                  f"left out {cosine(d.held)} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
