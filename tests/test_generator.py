@@ -244,6 +244,33 @@ def test_generate_cli_json_and_errors(tmp_path, tiny_generator):
     assert bad.exit_code == 1 and "not a generator folder" in bad.stderr
 
 
+def test_guidance_extrapolates_away_from_the_dataset_mean(tmp_path, tiny_generator):
+    import shutil
+
+    from denoised_weights.core.lora import load_adapter
+
+    gen = DiffusionGenerator(tiny_generator)
+    plain = gen.generate_blocks("pencil sketch", seed=3)
+    assert torch.equal(gen.generate_blocks("pencil sketch", seed=3, guidance=1.0), plain)
+    guided = gen.generate_blocks("pencil sketch", seed=3, guidance=1.5)
+    assert torch.allclose(guided - gen.mean_blocks, 1.5 * (plain - gen.mean_blocks), atol=1e-5)
+    # a generator folder may carry its own default
+    own = tmp_path / "own"
+    shutil.copytree(tiny_generator, own)
+    info = json.loads((own / "generator.json").read_text())
+    (own / "generator.json").write_text(json.dumps({**info, "guidance": 1.5}))
+    assert torch.allclose(DiffusionGenerator(own).generate_blocks("pencil sketch", seed=3), guided)
+    args = ["generate", "--generator", tiny_generator, "--prompt", "pencil sketch", "--seed", "3"]
+    ok = run(*args, "--guidance", "1.5", "--out", tmp_path / "g", "--json")
+    assert ok.exit_code == 0, ok.output
+    state, _ = load_adapter(tmp_path / "g")
+    expected = gen.generate("pencil sketch", seed=3, guidance=1.5)
+    assert state.keys() == expected.keys()
+    assert all(torch.allclose(state[k], expected[k]) for k in state)
+    bad = run(*args, "--guidance", "0", "--out", tmp_path / "h")
+    assert bad.exit_code == 2 and "--guidance" in bad.output and not (tmp_path / "h").exists()
+
+
 def test_generator_refuses_another_preset(tmp_path, tiny_base, tiny_generator):
     gen = DiffusionGenerator(tiny_generator)
     with pytest.raises(dnw.FingerprintMismatchError, match="fitted for e2gan preset tiny"):

@@ -7,6 +7,8 @@ small benchmark reports), and with ``--reported`` also on the README's 5:
 ``nearest``, ``mean``              the baselines
 ``generated``                      one-step generation with the generator's defaults
 ``ddim-K``                         multi-step DDIM (trailing) with K steps (``--ddim``)
+``guided-G``                       one step with ``guidance`` G: mean + G·(generated − mean)
+                                   (``--guidance``)
 ``knn-K``                          the average of the K nearest training concepts' adapters
                                    (by prompt embedding), softmax-weighted by similarity / 0.02
 ``nearest@T``                      retrieval start: the nearest adapter, noised to timestep T
@@ -15,7 +17,7 @@ small benchmark reports), and with ``--reported`` also on the README's 5:
 Prints the median L1 per initialiser and how many concepts each beats ``nearest`` and ``mean`` on.
 
     python tools/step0_alternatives.py --generator runs/gen --base runs/base --data runs/dataset \
-        --ddim 2,5,10,25 --knn 2,3 --at 50,150,300,500
+        --ddim 2,5,10,25 --guidance 1.15,1.5,2 --knn 2,3 --at 50,150,300,500
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--base", required=True, type=Path)
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--ddim", default="", help="DDIM step counts, comma-separated")
+    ap.add_argument("--guidance", default="", help="guidance scales, comma-separated")
     ap.add_argument("--knn", default="", help="neighbour counts, comma-separated")
     ap.add_argument("--at", default="", help="retrieval-start timesteps, comma-separated")
     ap.add_argument("--reported", action="store_true", help="also the README's 5 concepts")
@@ -94,6 +97,8 @@ def main() -> None:
 
     inits = {"nearest": near, "mean": MeanInit(args.data), "generated": gen}
     inits.update({f"ddim-{k}": Setting(gen, steps=k) for k in ints(args.ddim)})
+    floats = [float(x) for x in args.guidance.split(",") if x]
+    inits.update({f"guided-{g:g}": Setting(gen, guidance=g) for g in floats})
     inits.update({f"knn-{k}": Blend(k) for k in ints(args.knn)})
     inits.update({f"nearest@{t}": RetrievalStart(t) for t in ints(args.at)})
     arch = dnw.create_architecture(gen.info["architecture"], **gen.info["config"])

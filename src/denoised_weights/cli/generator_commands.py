@@ -146,6 +146,13 @@ def add_commands(cli: click.Group) -> None:
         default=None,
         help="One-step starting point.",
     )
+    @click.option(
+        "--guidance",
+        type=click.FloatRange(0, 10, min_open=True),
+        default=None,
+        help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
+        "(generator default, else 1; the README measures G).",
+    )
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option(
         "--warmup/--no-warmup",
@@ -163,6 +170,7 @@ def add_commands(cli: click.Group) -> None:
         steps: int,
         timestep: int | None,
         start: str | None,
+        guidance: float | None,
         seed: int,
         warmup: bool,
         as_json: bool,
@@ -185,9 +193,17 @@ def add_commands(cli: click.Group) -> None:
                     steps=steps,
                     timestep=timestep,
                     start=start,
+                    guidance=guidance,
                 )["generation_seconds"]
         result = timed_generate(
-            gen, prompt, out, seed=seed, steps=steps, timestep=timestep, start=start
+            gen,
+            prompt,
+            out,
+            seed=seed,
+            steps=steps,
+            timestep=timestep,
+            start=start,
+            guidance=guidance,
         )
         result["first_call_seconds"] = first
         if as_json:

@@ -524,8 +524,24 @@ class DiffusionGenerator(WeightGenerator):
         steps: int = 1,
         timestep: int | None = None,
         start: str | None = None,
+        guidance: float | None = None,
     ) -> torch.Tensor:
-        """Normalised blocks ``[N, b]`` for ``prompt``."""
+        """Normalised blocks ``[N, b]`` for ``prompt``.
+
+        ``guidance`` g > 1 extrapolates away from the dataset mean: w̄ + g·(ŵ − w̄), classifier-
+        free guidance with the mean standing in for the unconditional estimate (a one-step
+        estimate is a conditional mean, shrunk towards w̄; the README measures g). Default:
+        the generator's ``guidance`` in generator.json, else 1 (none).
+        """
+        g = float(guidance if guidance is not None else self.info.get("guidance", 1.0))
+        if not 0 < g <= 10:
+            raise DnwError(f"--guidance must be in (0, 10], got {g}")
+        blocks = self._sample_blocks(prompt, seed=seed, steps=steps, timestep=timestep, start=start)
+        return blocks if g == 1.0 else self.mean_blocks + g * (blocks - self.mean_blocks)
+
+    def _sample_blocks(
+        self, prompt: str, *, seed: int, steps: int, timestep: int | None, start: str | None
+    ) -> torch.Tensor:
         n, b = self.blocker.n_blocks, self.blocker.block_size
         tokens, mask = self.encoder.encode([prompt])
         tokens, mask = tokens.expand(n, -1, -1), mask.expand(n, -1)
