@@ -182,29 +182,14 @@ def add_commands(cli: click.Group) -> None:
         from denoised_weights.pretrained import default_generator
 
         gen = DiffusionGenerator(generator or default_generator())
+        options = dict(seed=seed, steps=steps, timestep=timestep, start=start, guidance=guidance)
         first = None
         if warmup:  # the whole path once, written to a scratch folder
             with tempfile.TemporaryDirectory() as tmp:
-                first = timed_generate(
-                    gen,
-                    prompt,
-                    Path(tmp) / "warmup",
-                    seed=seed,
-                    steps=steps,
-                    timestep=timestep,
-                    start=start,
-                    guidance=guidance,
-                )["generation_seconds"]
-        result = timed_generate(
-            gen,
-            prompt,
-            out,
-            seed=seed,
-            steps=steps,
-            timestep=timestep,
-            start=start,
-            guidance=guidance,
-        )
+                first = timed_generate(gen, prompt, Path(tmp) / "warmup", **options)[
+                    "generation_seconds"
+                ]
+        result = timed_generate(gen, prompt, out, **options)
         result["first_call_seconds"] = first
         if as_json:
             echo_json(result)

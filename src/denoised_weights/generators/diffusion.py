@@ -163,6 +163,7 @@ def fit(
     """Train the block diffusion model on a weight dataset (resumable; DDP under torchrun)."""
     import os
 
+    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     from denoised_weights.api import (
@@ -235,8 +236,6 @@ def fit(
     )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
-    from diffusers.optimization import get_scheduler
-
     lr_sched = get_scheduler(
         lr_schedule,
         opt,
@@ -343,7 +342,13 @@ def fit(
     if not history and rank == 0:
         history.append({"step": 0, "seconds": 0.0, **validate(), "train_loss": None})
     start = time.perf_counter() - seconds
-    running = []
+    running: list[float] = []
+
+    def record(seconds: float) -> None:
+        """Validate and append this step's history entry (train loss since the last one)."""
+        history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / max(1, len(running)), "lr": lr_sched.get_last_lr()[0]})  # fmt: skip
+        running.clear()
+
     while step < max_steps:
         if max_minutes is not None and (time.perf_counter() - start) / 60 >= max_minutes:
             break
@@ -370,8 +375,7 @@ def fit(
         bar.update(1)
         if (step % val_every == 0 or step == max_steps) and rank == 0:
             seconds = time.perf_counter() - start
-            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / len(running), "lr": lr_sched.get_last_lr()[0]})  # fmt: skip
-            running = []
+            record(seconds)
             bar.set_postfix(
                 val=f"{history[-1]['val_loss']:.4f}", cos=f"{history[-1]['val_cos']:.3f}"
             )
@@ -390,7 +394,7 @@ def fit(
     seconds = time.perf_counter() - start
     if rank == 0:
         if history[-1]["step"] != step:
-            history.append({"step": step, "seconds": round(seconds, 2), **validate(), "train_loss": sum(running) / max(1, len(running)), "lr": lr_sched.get_last_lr()[0]})  # fmt: skip
+            record(seconds)
         model.save_pretrained(str(out / "model"), safe_serialization=True)
         scheduler.save_pretrained(str(out / "scheduler"))
         write_json(out / "blocker.json", blocker.layout())
