@@ -38,6 +38,7 @@ pack: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools
 	$(BIN)/ruff format --check src tests tools
+	$(BIN)/lint-imports
 
 clean-env:
 	rm -rf $(VENV)

@@ -24,12 +24,9 @@ def _registries():
 def tiny_base(tmp_path_factory):
     """A (barely) trained tiny base model, shared by the tests that need one."""
     import denoised_weights as dnw
-    from denoised_weights.plugins.image_translation.commands import training_concepts
-    from denoised_weights.plugins.image_translation.training import train_base
 
     out = tmp_path_factory.mktemp("tiny_base")
-    arch = dnw.create_architecture("e2gan", "tiny")
-    train_base(arch, out, concepts=training_concepts(4), steps=4, pairs_per_concept=4, eval_every=2)
+    dnw.train_base(out, preset="tiny", n_concepts=4, steps=4, pairs_per_concept=4, eval_every=2)
     return out
 
 
@@ -37,23 +34,18 @@ def tiny_base(tmp_path_factory):
 def tiny_dataset(tmp_path_factory, tiny_base):
     """A tiny weight dataset: 4 concepts x 2 checkpoints."""
     import denoised_weights as dnw
-    from denoised_weights.plugins.image_translation.collect import CollectOptions, collect
-    from denoised_weights.plugins.image_translation.commands import training_concepts
 
     out = tmp_path_factory.mktemp("tiny_dataset")
-    arch = dnw.create_architecture("e2gan", "tiny")
-    opts = CollectOptions(
-        checkpoints=2, max_steps=6, eval_every=3, interval=3, n_train=12, n_eval=6
-    )
-    collect(arch, tiny_base, out, concept_ids=training_concepts(4), opts=opts, preset="tiny")
+    dnw.collect(tiny_base, out, preset="tiny", n_concepts=4, checkpoints=2, max_steps=6,
+                eval_every=3, interval=3, n_train=12, n_eval=6)  # fmt: skip
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_generator(tmp_path_factory, tiny_dataset):
     """A (barely) fitted tiny generator with the hash text encoder."""
-    from denoised_weights.generators.diffusion import fit
+    import denoised_weights as dnw
 
     out = tmp_path_factory.mktemp("gen")
-    fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
+    dnw.fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
     return out

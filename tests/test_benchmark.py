@@ -4,19 +4,17 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import denoised_weights as dnw
 from denoised_weights.cli import create_cli
 from denoised_weights.core.plugins import get_plugin_manager
-from denoised_weights.plugins.image_translation.benchmark import (
-    BenchmarkSpec,
-    run_benchmark,
-    summarise,
-)
+from denoised_weights.pipeline.benchmark import BenchmarkSpec, run_benchmark, summarise
+
+TASK = dnw.create_task("image-translation")
 
 HELD_OUT = "gamma-2.2"
 
@@ -26,15 +24,15 @@ def run(*args):
 
 
 def comparison(concept, seed, hits):
-    """A compare_inits result: ``hits[init] = (step, seconds, step0_l1, final_l1)``."""
+    """A compare_inits result: ``hits[init] = (step, seconds, step0, final)``."""
     target = hits["scratch"][3]
     return {
         "concept": concept,
         "seed": seed,
-        "target_l1": target,
+        "target": target,
         "inits": {
             init: {
-                "step0_l1": s0, "final_l1": fin, "steps_to_target": step, "seconds_to_target": sec,
+                "step0": s0, "final": fin, "steps_to_target": step, "seconds_to_target": sec,
                 "init_seconds": 0.5 if init == "generated" else 0.0,
             }
             for init, (step, sec, s0, fin) in hits.items()
@@ -96,7 +94,7 @@ def test_benchmark_on_prebuilt_inputs(tmp_path, tiny_base, tiny_dataset, tiny_ge
         preset="smoke", out=tmp_path / "bench", base=tiny_base, data=tiny_dataset, generator=tiny_generator,
         concepts=[HELD_OUT], max_steps=4,
     )  # fmt: skip
-    res = run_benchmark(spec, echo=lambda _: None)
+    res = run_benchmark(TASK, spec, echo=lambda _: None)
     out = tmp_path / "bench"
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"]["concepts"] == 1 and set(saved["inits"]) == {
@@ -115,25 +113,25 @@ def test_benchmark_on_prebuilt_inputs(tmp_path, tiny_base, tiny_dataset, tiny_ge
     assert (out / "grids" / f"{HELD_OUT}_step0.png").is_file()
     assert json.loads((out / "run.json").read_text())["seed"] == 0
     # everything is reused: a second run trains nothing and gives the same results
-    again = run_benchmark(spec, echo=lambda _: None)
+    again = run_benchmark(TASK, spec, echo=lambda _: None)
     assert again["rows"] == res["rows"]
 
 
 def test_benchmark_workers_give_the_same_rows_as_one_process(tmp_path, tiny_base, tiny_dataset, tiny_generator, monkeypatch):  # fmt: skip
-    from denoised_weights.architectures.e2gan import E2GAN
+    from denoised_weights.plugins.image_translation.e2gan import E2GAN
 
     common = dict(
         preset="smoke", base=tiny_base, data=tiny_dataset, generator=tiny_generator,
         concepts=[HELD_OUT, "blur-1.25"], inits=("scratch", "standard", "generated"), max_steps=4,
     )  # fmt: skip
-    one = run_benchmark(BenchmarkSpec(out=tmp_path / "one", **common), echo=lambda _: None)
+    one = run_benchmark(TASK, BenchmarkSpec(out=tmp_path / "one", **common), echo=lambda _: None)
 
     def no_training_here(*_a, **_k):
         raise AssertionError("the parent trained: the workers left a job undone")
 
     # spawned workers import their own modules: only this (parent) process refuses to train
     monkeypatch.setattr(E2GAN, "training_step", no_training_here)
-    two = run_benchmark(BenchmarkSpec(out=tmp_path / "two", workers=2, **common), echo=lambda _: None)  # fmt: skip
+    two = run_benchmark(TASK, BenchmarkSpec(out=tmp_path / "two", workers=2, **common), echo=lambda _: None)  # fmt: skip
     assert len(two["rows"]) == 2 * 3
     strip = ("seconds", "init_seconds", "speedup")
 
@@ -169,17 +167,15 @@ def test_benchmark_refuses_training_concepts_and_unknown_inits(tmp_path):
 def test_smoke_preset_end_to_end(tmp_path):
     """The whole pipeline from nothing: base, dataset, generator, every init on 2 concepts."""
     dnw = str(Path(sys.executable).parent / "dnw")
-    t0 = time.perf_counter()
     proc = subprocess.run(
         [dnw, "benchmark", "--preset", "smoke", "--out", str(tmp_path)],
         capture_output=True, text=True, env={**__import__("os").environ, "DNW_PLUGINS": ""},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert time.perf_counter() - t0 < 600
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["summary"]["concepts"] == 2 and len(res["rows"]) == 2 * 7
     for row in res["rows"]:
-        assert 0 < row["final_l1"] < 1 and 0 < row["step0_l1"] < 1
+        assert 0 < row["final"] < 1 and 0 < row["step0"] < 1
     scratch = [r for r in res["rows"] if r["init"] == "scratch"]
     assert all(r["steps_to_target"] is not None for r in scratch)  # scratch reaches its own final
     assert res["timings"]["fit_seconds"] > 0 and res["timings"]["collection_seconds"] > 0

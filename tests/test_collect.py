@@ -13,8 +13,14 @@ import torch
 
 import denoised_weights as dnw
 from denoised_weights.core.dataset import WeightDataset
-from denoised_weights.plugins.image_translation.collect import CollectOptions, collect
-from denoised_weights.plugins.image_translation.commands import training_concepts
+from denoised_weights.pipeline.collect import CollectOptions, collect
+
+TASK = dnw.create_task("image-translation")
+
+
+def training_concepts(n=None, max_parts=None):
+    return [c.id for c in TASK.select_concepts("train", n=n, max_parts=max_parts)]
+
 
 DNW = str(Path(sys.executable).parent / "dnw")
 OPTS = ["--checkpoints", "2", "--max-steps", "12", "--eval-every", "4", "--interval", "4"]
@@ -41,7 +47,13 @@ def test_collect_api_dataset_and_card(tmp_path, tiny_base):
         checkpoints=2, max_steps=8, eval_every=4, interval=4, n_train=16, n_eval=8
     )
     ds = collect(
-        arch, tiny_base, tmp_path / "ds", concept_ids=training_concepts(2), opts=opts, preset="tiny"
+        TASK,
+        arch,
+        tiny_base,
+        tmp_path / "ds",
+        concept_ids=training_concepts(2),
+        opts=opts,
+        preset="tiny",
     )
     info = ds.info()
     assert info["concepts"] == 2 and info["entries"] == 4 and info["checkpoints_per_concept"] == 2
@@ -61,13 +73,8 @@ def test_collect_api_dataset_and_card(tmp_path, tiny_base):
     assert len(states) == 2 and not torch.equal(*(s["stem.conv.lora_B.weight"] for s in states))
     # another preset into the same folder is refused
     with pytest.raises(dnw.DnwError):
-        collect(
-            dnw.create_architecture("e2gan", "tiny", rank=3),
-            tiny_base,
-            tmp_path / "ds",
-            concept_ids=[],
-            opts=opts,
-        )
+        collect(TASK, dnw.create_architecture("e2gan", "tiny", rank=3), tiny_base, tmp_path / "ds",
+                concept_ids=[], opts=opts)  # fmt: skip
 
 
 def test_concept_selection_by_number_of_edits():
@@ -87,14 +94,14 @@ def test_concept_selection_by_number_of_edits():
 def test_collect_rejects_a_bad_selection(tmp_path, tiny_base):
     r = cli("collect", "--base", tiny_base, "--out", tmp_path / "ds", "--preset", "tiny", "--max-primitives", "4")  # fmt: skip
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "--max-primitives" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "--max-parts" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ds").exists()
 
 
 def test_verify_catches_a_corrupt_shard(tmp_path, tiny_base):
     arch = dnw.create_architecture("e2gan", "tiny")
     opts = CollectOptions(checkpoints=1, max_steps=4, eval_every=4, interval=4, n_train=8, n_eval=4)
-    collect(arch, tiny_base, tmp_path / "ds", concept_ids=training_concepts(1), opts=opts)
+    collect(TASK, arch, tiny_base, tmp_path / "ds", concept_ids=training_concepts(1), opts=opts)
     shard = next((tmp_path / "ds" / "shards").iterdir())
     shard.write_bytes(shard.read_bytes()[:-10])
     result = cli("dataset", "verify", tmp_path / "ds")

@@ -30,6 +30,10 @@ def test_pack_has_provenance_and_drives_generate(tmp_path, tiny_base, tiny_gener
     assert not (tmp_path / "pack" / "generator" / "checkpoint").exists()
     # with a pack installed, dnw generate needs no --generator
     monkeypatch.setattr(pretrained, "SHIPPED", tmp_path / "pack")
+    assert (
+        json.loads((tmp_path / "pack" / "provenance.json").read_text())["task"]
+        == "image-translation"
+    )
     result = run("generate", "--prompt", "warm sepia", "--out", tmp_path / "adapter", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["fingerprint"] == prov["lora_fingerprint"]

@@ -8,86 +8,88 @@ from click.testing import CliRunner
 import denoised_weights as dnw
 from denoised_weights.cli import create_cli
 from denoised_weights.core.plugins import get_plugin_manager
-from denoised_weights.plugins.image_translation.pairs import CataloguePairs
-from denoised_weights.plugins.image_translation.training import finetune, load_base
+from denoised_weights.pipeline.base import load_base
+from denoised_weights.pipeline.finetune import FinetuneOptions, finetune
+from denoised_weights.pipeline.loop import dense_schedule, steps_to_reach
+from denoised_weights.plugins.image_translation.pairs import CataloguePairs, write_pairs
 
 CURVE_KEYS = {"step", "train_seconds", "l1", "psnr", "ssim", "lpips", "fid"}
-
-
-@pytest.fixture
-def base_dir(tiny_base):
-    return tiny_base
 
 
 def run(*args):
     return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
 
-def test_base_outputs_and_wrong_preset(base_dir):
-    names = {p.name for p in base_dir.iterdir()}
+def test_base_outputs_and_wrong_preset(tiny_base):
+    names = {p.name for p in tiny_base.iterdir()}
     assert {
-        "generator.safetensors",
-        "discriminator.safetensors",
+        "model.safetensors",
+        "training.safetensors",
         "base.json",
         "curve.json",
         "run.json",
     } <= names
     assert "checkpoint" not in names
+    info = json.loads((tiny_base / "base.json").read_text())
+    assert info["task"] == "image-translation" and set(info["sha256"]) == {"model.safetensors", "training.safetensors"}  # fmt: skip
     with pytest.raises(dnw.DnwError, match="pass the matching --preset"):
-        load_base(base_dir, dnw.create_architecture("e2gan", "small"))
+        load_base(tiny_base, dnw.create_architecture("e2gan", "small"))
 
 
 @pytest.mark.parametrize("init", ["scratch", "standard"])
-def test_finetune_cli_end_to_end(tmp_path, base_dir, init):
+def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
     src = CataloguePairs("sepia-0.8", size=32)
-    from denoised_weights.plugins.image_translation.pairs import write_pairs
-
     write_pairs(tmp_path / "pairs", *src.pairs(12))
     write_pairs(tmp_path / "eval", *src.pairs(4, split="eval"))
     result = run("finetune", "--pairs", tmp_path / "pairs", "--eval-pairs", tmp_path / "eval", "--prompt", "sepia",
-                 "--init", init, "--base", base_dir, "--preset", "tiny", "--max-steps", "4", "--eval-every", "2",
+                 "--init", init, "--base", tiny_base, "--preset", "tiny", "--max-steps", "4", "--eval-every", "2",
                  "--batch-size", "2", "--out", tmp_path / "out")  # fmt: skip
     assert result.exit_code == 0, result.output
     curve = json.loads((tmp_path / "out" / "curve.json").read_text())
-    assert set(curve) == {"init", "prompt", "init_seconds", "points"} and curve["init"] == init
+    assert set(curve) == {"init", "prompt", "metric", "higher_is_better", "init_seconds", "points"}
+    assert curve["init"] == init and curve["metric"] == "l1" and curve["higher_is_better"] is False
     assert [p["step"] for p in curve["points"]] == [0, 2, 4]
     assert all(set(p) == CURVE_KEYS for p in curve["points"])
     assert curve["points"][0]["train_seconds"] == 0 < curve["points"][-1]["train_seconds"]
     assert (tmp_path / "out" / "grid.png").is_file() and (tmp_path / "out" / "run.json").is_file()
-    product = "generator.safetensors" if init == "scratch" else "adapter/adapter_model.safetensors"
+    product = "model.safetensors" if init == "scratch" else "adapter/adapter_model.safetensors"
     assert (tmp_path / "out" / product).is_file()
 
 
+def test_finetune_a_task_concept_through_the_api(tmp_path, tiny_base):
+    curve = dnw.finetune(tmp_path / "ft", concept="gamma-2.2", init="standard", base=tiny_base, preset="tiny",
+                         max_steps=2, eval_every=1, metrics=["l1"], n_train=8, n_eval=4)  # fmt: skip
+    assert curve["prompt"] == "strongly darkened midtones at gamma 2.2" or curve["prompt"]
+    assert [p["step"] for p in curve["points"]] == [0, 1, 2]
+
+
 def test_standard_needs_a_base(tmp_path):
-    src = CataloguePairs("sepia-0.8", size=32)
-    arch = dnw.create_architecture("e2gan", "tiny")
+    task, arch = dnw.create_task("image-translation"), dnw.create_architecture("e2gan", "tiny")
+    data = task.make_data(task.get_concept("sepia-0.8"), arch=arch, split="train", n=4, seed=0)
     with pytest.raises(dnw.DnwError, match="needs --base"):
         finetune(
+            task,
             arch,
             tmp_path,
-            train_pairs=src.pairs(4),
-            eval_pairs=src.pairs(2),
+            train=data,
+            eval=data,
             prompt="p",
-            max_steps=1,
+            options=FinetuneOptions(max_steps=1),
         )
 
 
-def test_resume_gives_the_same_curve(tmp_path, base_dir, monkeypatch):
+def test_resume_gives_the_same_curve(tmp_path, monkeypatch):
     """A run interrupted mid-way resumes from its checkpoint and ends where an unbroken run ends."""
-    from denoised_weights.plugins.image_translation import training
-
-    arch = dnw.create_architecture("e2gan", "tiny")
-    src = CataloguePairs("invert-1", size=32)
-    data = {"train_pairs": src.pairs(8), "eval_pairs": src.pairs(4, split="eval")}
-    opts = {
-        "prompt": "p",
-        "init": "scratch",
-        "max_steps": 6,
-        "eval_every": 2,
-        "batch_size": 2,
-        "metrics": ["l1"],
+    task, arch = dnw.create_task("image-translation"), dnw.create_architecture("e2gan", "tiny")
+    concept = task.get_concept("invert-1")
+    data = {
+        "train": task.make_data(concept, arch=arch, split="train", n=8, seed=0),
+        "eval": task.make_data(concept, arch=arch, split="eval", n=4, seed=0),
     }
-    whole = finetune(arch, tmp_path / "whole", **data, **opts)
+    opts = FinetuneOptions(max_steps=6, eval_every=2, batch_size=2, metrics=("l1",))
+    whole = finetune(
+        task, arch, tmp_path / "whole", prompt="p", init="scratch", options=opts, **data
+    )
 
     real_step = arch.training_step
     calls = {"n": 0}
@@ -100,24 +102,28 @@ def test_resume_gives_the_same_curve(tmp_path, base_dir, monkeypatch):
 
     monkeypatch.setattr(arch, "training_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        finetune(arch, tmp_path / "cut", **data, **opts)
+        finetune(task, arch, tmp_path / "cut", prompt="p", init="scratch", options=opts, **data)
     assert (tmp_path / "cut" / "checkpoint").is_dir()
     monkeypatch.setattr(arch, "training_step", real_step)
-    resumed = finetune(arch, tmp_path / "cut", **data, **opts)
+    resumed = finetune(
+        task, arch, tmp_path / "cut", prompt="p", init="scratch", options=opts, **data
+    )
     assert [p["step"] for p in resumed["points"]] == [0, 2, 4, 6]
     for a, b in zip(whole["points"], resumed["points"], strict=True):
         assert a["l1"] == pytest.approx(b["l1"], abs=1e-5)
-    _ = training
 
 
-def test_steps_to_reach_first_touch_and_sustained():
-    from denoised_weights.plugins.image_translation.training import dense_schedule, steps_to_reach
-
+def test_steps_to_reach_first_touch_sustained_and_direction():
     pts = [
         {"step": s, "l1": v} for s, v in [(0, 0.5), (10, 0.1), (20, 0.3), (30, 0.101), (40, 0.099)]
     ]
     assert steps_to_reach(pts, 0.1)["step"] == 10
     assert steps_to_reach(pts, 0.1, sustained=0.02)["step"] == 40
     assert steps_to_reach(pts, 0.05) is None
+    acc = [{"step": s, "acc": v} for s, v in [(0, 0.1), (10, 0.9), (20, 0.7), (30, 0.95)]]
+    assert steps_to_reach(acc, 0.9, "acc", higher_is_better=True)["step"] == 10
+    assert steps_to_reach(acc, 0.93, "acc", higher_is_better=True)["step"] == 30
+    assert steps_to_reach(acc, 0.9, "acc", sustained=0.05, higher_is_better=True)["step"] == 30
+    assert steps_to_reach(acc, 0.9, "acc", sustained=0.3, higher_is_better=True)["step"] == 10
     schedule = dense_schedule(600, 50)
     assert schedule[:4] == [5, 10, 15, 20] and schedule[-1] == 600 and 550 in schedule

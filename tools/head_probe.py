@@ -33,7 +33,7 @@ def main() -> None:
     import denoised_weights as dnw
     from denoised_weights.core.interfaces import masked_mean
     from denoised_weights.generators.baselines import MeanInit, NearestInit
-    from denoised_weights.plugins.image_translation.experiments import step0_quality
+    from denoised_weights.pipeline.compare import step0_quality
 
     sys.path.insert(0, str(Path(__file__).parent))
     import probe_data
@@ -113,7 +113,14 @@ def main() -> None:
     inits = {"nearest": NearestInit(args.data), "mean": MeanInit(args.data), "generated": gen, f"head-{args.head}": Head()}  # fmt: skip
     arch = dnw.create_architecture(gen.info["architecture"], **gen.info["config"])
     ids = tuning_concepts(10)
-    rows = step0_quality(arch, base=args.base, concepts=ids, initialisers=inits, progress=False)
+    rows = step0_quality(
+        dnw.create_task("image-translation"),
+        arch,
+        base=args.base,
+        concepts=ids,
+        initialisers=inits,
+        progress=False,
+    )
     print(f"step-0 eval L1 on {len(ids)} tuning concepts: median (beats nearest)")
     for name in inits:
         l1 = [r["inits"][name]["l1"] for r in rows]

@@ -18,10 +18,12 @@ from pathlib import Path
 
 
 def tuning_concepts(n: int) -> list[str]:
-    from denoised_weights.plugins.image_translation.commands import demo_concepts
+    import denoised_weights as dnw
+    from denoised_weights.pipeline.benchmark import held_out_concepts
     from denoised_weights.plugins.image_translation.concepts import concepts
 
-    reported = set(demo_concepts(5)) | set(demo_concepts(8))
+    task = dnw.create_task("image-translation")
+    reported = set(held_out_concepts(task, 5)) | set(held_out_concepts(task, 8))
     held = [c.id for c in concepts("held-out") if c.id not in reported]
     step = max(1, len(held) // n)
     return held[3::step][:n]
@@ -44,7 +46,7 @@ def main() -> None:
     import denoised_weights as dnw
     from denoised_weights.generators.baselines import MeanInit, NearestInit
     from denoised_weights.generators.diffusion import DiffusionGenerator
-    from denoised_weights.plugins.image_translation.experiments import step0_quality
+    from denoised_weights.pipeline.compare import step0_quality
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", required=True, type=Path)
@@ -66,7 +68,9 @@ def main() -> None:
         for t in (int(x) for x in args.timesteps.split(",")):
             inits[f"{start}@{t}"] = Setting(gen, timestep=t, start=start)
     ids = tuning_concepts(args.concepts)
-    rows = step0_quality(arch, base=args.base, concepts=ids, initialisers=inits)
+    rows = step0_quality(
+        dnw.create_task("image-translation"), arch, base=args.base, concepts=ids, initialisers=inits
+    )
     print(f"step-0 eval L1 on {len(ids)} tuning concepts: {', '.join(ids)}")
     print("| init | median | mean |")
     print("|---|---|---|")

@@ -34,8 +34,8 @@ def main() -> None:
     import denoised_weights as dnw
     from denoised_weights.generators.baselines import MeanInit, NearestInit
     from denoised_weights.generators.diffusion import DiffusionGenerator, one_step
-    from denoised_weights.plugins.image_translation.commands import demo_concepts
-    from denoised_weights.plugins.image_translation.experiments import step0_quality
+    from denoised_weights.pipeline.benchmark import held_out_concepts
+    from denoised_weights.pipeline.compare import step0_quality
 
     sys.path.insert(0, str(Path(__file__).parent))
     from scan_generation import Setting, tuning_concepts
@@ -102,9 +102,16 @@ def main() -> None:
     inits.update({f"knn-{k}": Blend(k) for k in ints(args.knn)})
     inits.update({f"nearest@{t}": RetrievalStart(t) for t in ints(args.at)})
     arch = dnw.create_architecture(gen.info["architecture"], **gen.info["config"])
-    sets = [("tuning", tuning_concepts(10))] + ([("reported", demo_concepts(5))] if args.reported else [])  # fmt: skip
+    sets = [("tuning", tuning_concepts(10))] + ([("reported", held_out_concepts(dnw.create_task("image-translation"), 5))] if args.reported else [])  # fmt: skip
     for label, ids in sets:
-        rows = step0_quality(arch, base=args.base, concepts=ids, initialisers=inits, progress=False)
+        rows = step0_quality(
+            dnw.create_task("image-translation"),
+            arch,
+            base=args.base,
+            concepts=ids,
+            initialisers=inits,
+            progress=False,
+        )
         print(f"\n{label}: {len(ids)} concepts ({', '.join(ids)})")
         print("| init | median L1 | beats nearest | beats mean |")
         print("|---|---|---|---|")

@@ -1,141 +1,294 @@
-"""The programmatic API: create, list and inspect components; the same calls the CLI makes."""
+"""The programmatic API: one call per stage of the pipeline, for any registered task.
+
+Every call takes ``task`` (a registered name, default ``"image-translation"``, or a Task object;
+``task_options`` go to its factory, e.g. ``{"photos_dir": ...}``), ``registries`` (default: the
+installed plugins), ``device`` (default: CUDA when present, else the CPU) and ``overwrite``
+(write into an existing output folder, replacing only what the same command wrote before).
+The ``dnw`` commands are thin wrappers around these calls.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+from denoised_weights.core.components import (
+    architecture_info,
+    bind_blocker,
+    build_lora_model,
+    create_architecture,
+    create_blocker,
+    create_task,
+    is_architecture,
+    list_architectures,
+    list_components,
+    list_tasks,
+    lora_fingerprint,
+)
 from denoised_weights.core.errors import DnwError
-from denoised_weights.core.fingerprint import fingerprint
-from denoised_weights.core.plugins import Registries, default_registries
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from denoised_weights.core.interfaces import TargetArchitecture, WeightBlocker
+from denoised_weights.core.interfaces import Task
+from denoised_weights.core.plugins import Registries
 
 
-def _regs(registries: Registries | None) -> Registries:
-    return registries if registries is not None else default_registries()
+def _setup(task: str | Task | None, task_options: dict[str, Any] | None, architecture: Any,
+           preset: str | None, registries: Registries | None, **overrides: Any):  # fmt: skip
+    from denoised_weights.pipeline.context import resolve_architecture, resolve_task
+
+    t = resolve_task(task, registries, **(task_options or {}))
+    return t, resolve_architecture(t, architecture, preset, registries, **overrides)
 
 
-def create_architecture(
-    name: str, preset: str | None = None, *, registries: Registries | None = None, **overrides: Any
-) -> TargetArchitecture:
-    """Build a registered architecture from a preset, overridden by keyword arguments."""
-    try:
-        return _regs(registries).architectures.create(name, preset, **overrides)
-    except TypeError as exc:
-        raise DnwError(f"architecture {name!r} rejected its options ({exc})") from None
+def pack_part(task: Task, part: str, preset: str | None) -> Path | None:
+    """The shipped pack's ``base`` or ``generator`` when the pack fits the task and preset."""
+    from denoised_weights.core.io import read_json
+    from denoised_weights.pretrained import shipped_pack
+
+    pack = shipped_pack(task.name)
+    if pack is None:
+        return None
+    made = read_json(pack / "provenance.json").get("preset")
+    return (
+        pack / part if preset in (None, made) and (preset or task.default_preset) == made else None
+    )
 
 
-def list_architectures(pattern: str = "*", *, registries: Registries | None = None) -> list[str]:
-    return _regs(registries).architectures.list(pattern)
-
-
-def is_architecture(name: str, *, registries: Registries | None = None) -> bool:
-    return _regs(registries).architectures.is_registered(name)
-
-
-def create_blocker(
-    name: str = "layerwise",
-    preset: str | None = None,
-    *,
+def train_base(
+    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
+    architecture: str | None = None, preset: str | None = None, concepts: Sequence[str] | None = None,
+    n_concepts: int | None = None, max_parts: int | None = None, steps: int | None = None,
+    batch_size: int = 8, pairs_per_concept: int = 32, eval_every: int = 250, seed: int = 0,
+    lr: float | None = None, device: str | None = None, overwrite: bool = False,
     registries: Registries | None = None,
-    **overrides: Any,
-) -> WeightBlocker:
-    """Build a registered blocker (unbound: call :func:`bind_blocker` or ``bind``)."""
-    entry = _regs(registries).blockers.get(name)
-    if preset is not None and preset not in entry.presets:
-        preset = None  # blockers need not mirror every architecture preset
-    return _regs(registries).blockers.create(name, preset, **overrides)
+) -> Path:  # fmt: skip
+    """``dnw base``: pretrain the full network on a mixture of training concepts."""
+    from denoised_weights.pipeline.base import BaseOptions
+    from denoised_weights.pipeline.base import train_base as run
+
+    t, arch = _setup(task, task_options, architecture, preset, registries)
+    if concepts is None and (n_concepts is not None or max_parts is not None):
+        concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
+    steps = steps or default_base_steps(t, preset or t.default_preset)
+    opts = BaseOptions(steps=steps, batch_size=batch_size, pairs_per_concept=pairs_per_concept,
+                       eval_every=eval_every, seed=seed, lr=lr)  # fmt: skip
+    return run(t, arch, out, concepts=concepts, options=opts, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
 
 
-def list_components(
-    kind: str, pattern: str = "*", *, registries: Registries | None = None
-) -> list[str]:
-    return _regs(registries)[kind].list(pattern)
+def default_base_steps(task: Task, arch_preset: str | None) -> int:
+    """The base steps of the task's first run preset for this architecture preset."""
+    for p in task.presets.values():
+        if p.arch == arch_preset and "steps" in p.base:
+            return int(p.base["steps"])
+    return 2500
 
 
-def build_lora_model(arch: TargetArchitecture, seed: int = 0) -> nn.Module:
-    """The architecture's network with LoRA injected (only LoRA params trainable)."""
-    from denoised_weights.core.lora import apply_lora
+def collect(
+    base: str | Path, out: str | Path, *, task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None, architecture: str | None = None,
+    preset: str | None = None, concepts: Sequence[str] | None = None, n_concepts: int | None = None,
+    max_parts: int | None = None, checkpoints: int = 4, max_steps: int = 400, eval_every: int = 25,
+    interval: int = 25, lr: float | None = None, seed: int = 0, shard: str | tuple[int, int] | None = None,
+    workers: int = 1, device: str | None = None, overwrite: bool = False,
+    registries: Registries | None = None, echo: Callable[[str], None] | None = None, **options: Any,
+):  # fmt: skip
+    """``dnw collect``: a LoRA per training concept, K checkpoints each (a WeightDataset)."""
+    from denoised_weights.pipeline.collect import CollectOptions, parse_shard
+    from denoised_weights.pipeline.collect import collect as run
 
-    return apply_lora(arch.build(seed), arch.lora_spec())
-
-
-def bind_blocker(arch: TargetArchitecture, blocker: WeightBlocker) -> WeightBlocker:
-    """Bind ``blocker`` to the layout of ``arch``'s LoRA state."""
-    from denoised_weights.core.lora import lora_state
-
-    return blocker.bind(lora_state(build_lora_model(arch)), arch.lora_spec())
-
-
-def lora_fingerprint(arch: TargetArchitecture, blocker: WeightBlocker | None = None) -> str:
-    """Hash of architecture + configuration + LoRA spec (+ block layout, given a blocker).
-
-    Without a blocker it identifies what a LoRA state fits (adapters, datasets); with one it
-    identifies a block layout too (generators).
-    """
-    payload = {"architecture": arch.name, "config": arch.config, "lora": arch.lora_spec().to_dict()}
-    if blocker is not None:
-        payload["layout"] = blocker.structure()
-    return fingerprint(payload)
+    t, arch = _setup(task, task_options, architecture, preset, registries)
+    if concepts is None:
+        concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
+    opts = CollectOptions(checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
+                          interval=interval, lr=lr, seed=seed, **options)  # fmt: skip
+    shard = shard if isinstance(shard, tuple) else parse_shard(shard)
+    return run(t, arch, base, out, concept_ids=concepts, opts=opts, preset=preset or t.default_preset,
+               shard=shard, workers=workers, device=device, overwrite=overwrite, echo=echo)  # fmt: skip
 
 
-def architecture_info(
-    name: str,
-    preset: str | None = None,
-    *,
-    rank: int | None = None,
-    block_size: int | None = None,
-    blocker: str = "layerwise",
+def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwrite: bool = False,
+        registries: Registries | None = None, **config: Any) -> Path:  # fmt: skip
+    """``dnw fit``: train the block diffusion model on a weight dataset (``config``: the
+    fields of :class:`~denoised_weights.generators.diffusion.FitConfig`)."""
+    from denoised_weights.generators.diffusion import FitConfig
+    from denoised_weights.generators.diffusion import fit as run
+
+    return run(
+        data, out, FitConfig(**config), device=device, overwrite=overwrite, registries=registries
+    )
+
+
+def generate(
+    prompt: str, out: str | Path | None = None, *, generator: str | Path | None = None,
+    task: str = "image-translation", seed: int = 0, steps: int = 1, timestep: int | None = None,
+    start: str | None = None, guidance: float | None = None, overwrite: bool = False,
     registries: Registries | None = None,
-) -> dict[str, Any]:
-    """What ``dnw info`` prints: LoRA layers and shapes, parameter counts, blocks, fingerprint."""
-    if rank is not None and rank < 1:
-        raise DnwError(f"--rank must be a positive integer, got {rank}")
-    if block_size is not None and block_size < 1:
-        raise DnwError(f"--block-size must be a positive integer, got {block_size}")
-    overrides = {"rank": rank} if rank is not None else {}
-    arch = create_architecture(name, preset, registries=registries, **overrides)
-    blocker_opts = {"block_size": block_size} if block_size is not None else {}
-    blk = bind_blocker(arch, create_blocker(blocker, preset, registries=registries, **blocker_opts))
-    from denoised_weights.core.lora import lora_state
+) -> dict[str, Any]:  # fmt: skip
+    """``dnw generate``: a LoRA for ``prompt`` from a fitted generator (default: the shipped
+    pack's for ``task``), every block in one batched denoising step. With ``out`` the PEFT
+    adapter is written there; the result holds the timing, the state and its description."""
+    from denoised_weights.pipeline.generate import generate_adapter
 
-    model = build_lora_model(arch)
-    state = lora_state(model)
-    spec = arch.lora_spec()
-    layers = []
-    modules = dict(model.named_modules())
-    for group in blk.groups if hasattr(blk, "groups") else []:
-        base = modules.get(group["name"])
-        base_layer = getattr(base, "base_layer", base)
-        layers.append(
-            {
-                "name": group["name"],
-                "type": type(base_layer).__name__,
-                "weight_shape": list(base_layer.weight.shape)
-                if hasattr(base_layer, "weight")
-                else None,
-                "lora": {t["key"]: t["shape"] for t in group["tensors"]},
-                "lora_params": group["numel"],
-            }
+    return generate_adapter(prompt, out, generator=generator, task=task, seed=seed, steps=steps,
+                            timestep=timestep, start=start, guidance=guidance, overwrite=overwrite,
+                            registries=registries)  # fmt: skip
+
+
+def _initialiser(
+    init: str, t: Task, preset: str | None, generator: Any, data: Any, registries: Any
+):
+    from denoised_weights.pipeline.finetune import make_initialiser
+
+    if generator is None and init == "generated":
+        generator = pack_part(t, "generator", preset)
+    return make_initialiser(init, generator=generator, data=data, registries=registries)
+
+
+def finetune(
+    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
+    concept: str | None = None, pairs: str | Path | None = None, eval_pairs: str | Path | None = None,
+    prompt: str | None = None, init: str = "standard", base: str | Path | None = None,
+    generator: str | Path | None = None, data: str | Path | None = None,
+    architecture: str | None = None, preset: str | None = None, max_steps: int = 600,
+    eval_every: int = 50, batch_size: int = 8, lr: float | None = None,
+    metrics: Sequence[str] | None = None, seed: int = 0, n_train: int = 256, n_eval: int = 64,
+    device: str | None = None, overwrite: bool = False, registries: Registries | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``dnw finetune``: train one concept (a task ``concept`` or a data folder ``pairs``) from
+    scratch or from a base + LoRA init; returns the curve."""
+    from denoised_weights.pipeline.finetune import FinetuneOptions
+    from denoised_weights.pipeline.finetune import finetune as run
+
+    t, arch = _setup(task, task_options, architecture, preset, registries)
+    if base is None and init != "scratch":
+        base = pack_part(t, "base", preset)
+    initialiser = _initialiser(init, t, preset, generator, data, registries)
+    train, held, prompt = task_data(t, arch, concept=concept, pairs=pairs, eval_pairs=eval_pairs,
+                                    prompt=prompt, n_train=n_train, n_eval=n_eval, seed=seed)  # fmt: skip
+    opts = FinetuneOptions(max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, lr=lr,
+                           metrics=tuple(metrics) if metrics else None, seed=seed)  # fmt: skip
+    fp = lora_fingerprint(arch) if init != "scratch" else None
+    return run(t, arch, out, train=train, eval=held, prompt=prompt, init=init, base=base,
+               initialiser=initialiser, options=opts, fingerprint=fp, device=device,
+               overwrite=overwrite, registries=registries)  # fmt: skip
+
+
+def task_data(t: Task, arch: Any, *, concept: str | None, pairs: Any, eval_pairs: Any,
+              prompt: str | None, n_train: int, n_eval: int, seed: int):  # fmt: skip
+    """``(train, eval, prompt)`` from a task concept or a user's data folder."""
+    if (concept is None) == (pairs is None):
+        raise DnwError("give exactly one of --concept and --pairs")
+    if concept is not None:
+        c = t.get_concept(concept)
+        train = t.make_data(c, arch=arch, split="train", n=n_train, seed=seed)
+        held = t.make_data(c, arch=arch, split="eval", n=n_eval, seed=seed + 1)
+        return train, held, prompt or c.prompt
+    if not prompt:
+        raise DnwError("--pairs needs --prompt TEXT: the concept the pairs show")
+    if eval_pairs is None:
+        return (
+            t.load_data(pairs, arch=arch, split="train"),
+            t.load_data(pairs, arch=arch, split="eval"),
+            prompt,
         )
-    base_params = sum(p.numel() for n, p in model.named_parameters() if not p.requires_grad)
-    return {
-        "architecture": name,
-        "preset": preset,
-        "config": arch.config,
-        "rank": spec.rank,
-        "block_size": blk.block_size,
-        "generator_params": base_params,
-        "auxiliary_params": {
-            k: sum(p.numel() for p in m.parameters()) for k, m in arch.auxiliary_modules().items()
-        },
-        "lora_layers": len(layers),
-        "lora_params": sum(v.numel() for v in state.values()),
-        "n_blocks": blk.n_blocks,
-        "padding": blk.n_blocks * blk.block_size - sum(v.numel() for v in state.values()),
-        "fingerprint": lora_fingerprint(arch, blk),
-        "layers": layers,
-    }
+    return (
+        t.load_data(pairs, arch=arch, split="all"),
+        t.load_data(eval_pairs, arch=arch, split="all"),
+        prompt,
+    )
+
+
+def compare(
+    workdir: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
+    concept: str | None = None, pairs: str | Path | None = None, prompt: str | None = None,
+    base: str | Path | None = None, inits: Sequence[str] = ("scratch", "standard"),
+    generator: str | Path | None = None, data: str | Path | None = None,
+    architecture: str | None = None, preset: str | None = None, max_steps: int = 600,
+    eval_every: int = 50, batch_size: int = 8, metrics: Sequence[str] | None = None, seed: int = 0,
+    n_train: int = 256, n_eval: int = 64, device: str | None = None, overwrite: bool = False,
+    registries: Registries | None = None, progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``dnw compare``: one concept fine-tuned from several inits with the same data and steps."""
+    from denoised_weights.pipeline.compare import compare_inits
+    from denoised_weights.pipeline.finetune import FinetuneOptions
+
+    t, arch = _setup(task, task_options, architecture, preset, registries)
+    train, held, prompt = task_data(t, arch, concept=concept, pairs=pairs, eval_pairs=None,
+                                    prompt=prompt or (Path(pairs).name if pairs else None),
+                                    n_train=n_train, n_eval=n_eval, seed=seed)  # fmt: skip
+    base = base or pack_part(t, "base", preset)
+    if base is None:
+        raise DnwError("--base DIR is needed (a base model from 'dnw base')")
+    initialisers = {n: _initialiser(n, t, preset, generator, data, registries) for n in inits}
+    label = t.get_concept(concept).id if concept else str(pairs)
+    opts = FinetuneOptions(max_steps=max_steps, eval_every=eval_every, batch_size=batch_size,
+                           metrics=tuple(metrics) if metrics else None, seed=seed)  # fmt: skip
+    return compare_inits(t, arch, workdir, train=train, eval=held, label=label, prompt=prompt,
+                         base=base, inits=inits, initialisers=initialisers, options=opts,
+                         progress=progress, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
+
+
+def benchmark(
+    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
+    preset: str = "small", base: str | Path | None = None, data: str | Path | None = None,
+    generator: str | Path | None = None, concepts: Sequence[str] | None = None,
+    seeds: int | None = None, inits: Sequence[str] | None = None, max_steps: int | None = None,
+    workers: int = 1, seed: int = 0, step0_only: bool = False, device: str | None = None,
+    overwrite: bool = False, registries: Registries | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:  # fmt: skip
+    """``dnw benchmark``: build what is missing, then every init on held-out concepts."""
+    from denoised_weights.pipeline.benchmark import INITS, BenchmarkSpec, run_benchmark
+    from denoised_weights.pipeline.context import resolve_task
+
+    t = resolve_task(task, registries, **(task_options or {}))
+    spec = BenchmarkSpec(
+        preset=preset, out=Path(out), base=Path(base) if base else None, data=Path(data) if data else None,
+        generator=Path(generator) if generator else None, concepts=list(concepts) if concepts else None,
+        seeds=seeds, inits=tuple(inits or INITS), max_steps=max_steps, workers=workers, seed=seed,
+        step0_only=step0_only, device=device, overwrite=overwrite,
+    )  # fmt: skip
+    return run_benchmark(t, spec, echo=echo, registries=registries)
+
+
+def demo(
+    workdir: str | Path = "runs/demo", *, task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None, from_scratch: bool = False, preset: str = "demo",
+    n_concepts: int = 1, inits: Sequence[str] = ("scratch", "standard", "generated"),
+    max_steps: int | None = None, seed: int = 0, workers: int = 2, device: str | None = None,
+    registries: Registries | None = None, echo: Callable[[str], None] = print,
+) -> dict[str, Any]:  # fmt: skip
+    """``dnw demo``: a base and a generator (the shipped pack, or built here), then held-out
+    concepts fine-tuned from every init, with the headline table and plots."""
+    from denoised_weights.pipeline.benchmark import BenchmarkSpec, held_out_concepts, run_benchmark
+    from denoised_weights.pipeline.context import resolve_task
+    from denoised_weights.pretrained import shipped_pack
+
+    t = resolve_task(task, registries, **(task_options or {}))
+    pack = None if from_scratch or preset != "demo" else shipped_pack(t.name)
+    echo(f"using the pretrained pack in {pack} (--from-scratch rebuilds everything)" if pack
+         else f"building base, weight dataset and generator in {workdir} (resumable)")  # fmt: skip
+    spec = BenchmarkSpec(
+        preset=preset, out=Path(workdir), base=pack / "base" if pack else None,
+        generator=pack / "generator" if pack else None, concepts=held_out_concepts(t, n_concepts),
+        inits=tuple(inits), max_steps=max_steps, seed=seed, workers=workers, device=device,
+    )  # fmt: skip
+    return run_benchmark(t, spec, echo=echo, registries=registries)
+
+
+def pack(base: str | Path, generator: str | Path, out: str | Path, *, data: str | Path | None = None,
+         results: str | Path | None = None, overwrite: bool = False,
+         registries: Registries | None = None) -> dict[str, Any]:  # fmt: skip
+    """``dnw pack``: a finished base and generator with their provenance, in one folder."""
+    from denoised_weights.pipeline.pack import build_pack
+
+    return build_pack(
+        base, generator, out, data=data, results=results, overwrite=overwrite, registries=registries
+    )
+
+
+__all__ = [
+    "architecture_info", "benchmark", "bind_blocker", "build_lora_model", "collect", "compare",
+    "create_architecture", "create_blocker", "create_task", "demo", "finetune", "fit", "generate",
+    "is_architecture", "list_architectures", "list_components", "list_tasks", "lora_fingerprint",
+    "pack", "train_base",
+]  # fmt: skip

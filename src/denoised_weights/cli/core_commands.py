@@ -8,7 +8,15 @@ import click
 
 from denoised_weights.core.plugins import Registries, plugin_infos
 
-KINDS = ("architectures", "blockers", "generators", "text-encoders", "pair-sources", "metrics")
+KINDS = (
+    "tasks",
+    "architectures",
+    "blockers",
+    "generators",
+    "text-encoders",
+    "pair-sources",
+    "metrics",
+)
 
 
 def add_commands(cli: click.Group, registries: Registries) -> None:
@@ -71,6 +79,30 @@ def add_commands(cli: click.Group, registries: Registries) -> None:
     for kind in KINDS:
         list_group.add_command(make_lister(kind))
 
+    @list_group.command(name="concepts")
+    @click.argument("pattern", default="*")
+    @click.option("--task", default="image-translation", show_default=True, help="Registered task.")
+    @click.option(
+        "--split", type=click.Choice(["train", "held-out"]), default=None, help="Only this split."
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def list_concepts(pattern: str, task: str, split: str | None, as_json: bool) -> None:
+        """List a task's concepts (id, split, family, prompts); PATTERN matches ids (fnmatch)."""
+        import fnmatch
+
+        from denoised_weights.core.components import create_task
+
+        rows = [
+            {"id": c.id, "split": c.split, "family": c.family, "holdout": c.holdout or None, "prompts": list(c.prompts)}
+            for c in create_task(task, registries=registries).concepts(split)
+            if fnmatch.fnmatch(c.id, pattern)
+        ]  # fmt: skip
+        if as_json:
+            echo_json(rows)
+            return
+        for row in rows:
+            click.echo(f"{row['id']:<40} {row['split']:<9} {row['prompts'][0]}")
+
     @cli.command()
     @click.argument("architecture")
     @click.option("--preset", "-p", default=None, help="Named preset (e.g. tiny, small, paper).")
@@ -89,7 +121,7 @@ def add_commands(cli: click.Group, registries: Registries) -> None:
         as_json: bool,
     ) -> None:
         """LoRA layers and shapes, parameter counts, block count and fingerprint of ARCHITECTURE."""
-        from denoised_weights.api import architecture_info
+        from denoised_weights.core.components import architecture_info
 
         data = architecture_info(
             architecture,

@@ -1,7 +1,11 @@
-"""Resumable training checkpoints: modules and optimisers in one safetensors file + JSON.
+"""Resumable training checkpoints: every part's ``state_dict()`` in one safetensors file + JSON.
 
-The JSON is written after the tensors and both carry the same token, so a run killed between
-the two writes is detected and the pair ignored (the previous checkpoint is lost, never mixed).
+A part is anything with ``state_dict()`` / ``load_state_dict()`` (a module, an optimiser, an
+architecture's training state holding both). Nested state dicts are flattened: tensors go to
+the safetensors file, the structure around them (numbers, strings, lists, dicts with int or str
+keys) to the JSON. The JSON is written after the tensors and both carry the same token, so a
+run killed between the two writes is detected and the pair ignored (the previous checkpoint is
+lost, never mixed).
 """
 
 from __future__ import annotations
@@ -11,65 +15,86 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from denoised_weights.core.errors import DnwError
 from denoised_weights.core.io import load_tensors, read_json, save_tensors, write_json
 
 
-def _flatten_optimizer(
-    prefix: str, opt: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, slots in sd["state"].items():
-        for key, value in slots.items():
-            t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{prefix}.{idx}.{key}"] = t
-    return tensors, sd["param_groups"]
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-able skeleton of ``obj`` whose tensors are moved into ``tensors`` by name."""
+    if torch.is_tensor(obj):
+        tensors[prefix] = obj.detach()
+        return {"@t": prefix}
+    if isinstance(obj, dict):
+        return {
+            "@d": [
+                [[type(k).__name__, k], flatten_state(v, f"{prefix}.{k}", tensors)]
+                for k, v in obj.items()
+            ]
+        }
+    if isinstance(obj, list | tuple):
+        items = [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        return {"@l" if isinstance(obj, list) else "@u": items}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise DnwError(f"cannot checkpoint a {type(obj).__name__} at {prefix}")
 
 
-def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, groups: Any) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix + "."):
-            idx, key = name[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "@t" in skeleton:
+            return tensors[skeleton["@t"]]
+        if "@d" in skeleton:
+            out = {}
+            for (kind, key), value in skeleton["@d"]:
+                out[int(key) if kind == "int" else key] = unflatten_state(value, tensors)
+            return out
+        if "@l" in skeleton:
+            return [unflatten_state(v, tensors) for v in skeleton["@l"]]
+        if "@u" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["@u"])
+    return skeleton
 
 
-def save_checkpoint(
-    path: Path, parts: dict[str, nn.Module | torch.optim.Optimizer], meta: dict[str, Any]
-) -> None:
+def _state_of(name: str, obj: Any) -> Any:
+    if not hasattr(obj, "state_dict"):
+        raise DnwError(
+            f"the training state part {name!r} ({type(obj).__name__}) has no state_dict(): "
+            "the architecture's init_training must return something that can be saved"
+        )
+    return obj.state_dict()
+
+
+def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> None:
     """Everything needed to resume, in one safetensors file + one JSON file (JSON written last)."""
     tensors: dict[str, torch.Tensor] = {}
-    groups = {}
-    for name, obj in parts.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            flat, groups[name] = _flatten_optimizer(name, obj)
-            tensors.update(flat)
-        else:
-            tensors.update({f"{name}.{k}": v for k, v in obj.state_dict().items()})
+    skeletons = {
+        name: flatten_state(_state_of(name, obj), name, tensors) for name, obj in parts.items()
+    }
     tensors["rng"] = torch.get_rng_state()
     token = f"{meta['step']}-{time.time_ns()}"
     save_tensors(path / "checkpoint.safetensors", tensors, {"token": token})
-    write_json(path / "checkpoint.json", {**meta, "param_groups": groups, "token": token})
+    write_json(path / "checkpoint.json", {**meta, "parts": skeletons, "token": token})
 
 
-def load_checkpoint(
-    path: Path, parts: dict[str, nn.Module | torch.optim.Optimizer]
-) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, Any] | None:
     """Restore ``parts`` from a checkpoint; ``None`` when there is none (or it is incomplete)."""
     if not (path / "checkpoint.json").is_file() or not (path / "checkpoint.safetensors").is_file():
         return None
     meta = read_json(path / "checkpoint.json")
     tensors, tmeta = load_tensors(path / "checkpoint.safetensors")
-    if tmeta.get("token") != meta.get("token"):
-        return None  # killed between the two writes: the older JSON does not match; start over
+    if tmeta.get("token") != meta.get("token") or "parts" not in meta:
+        return None  # killed between the two writes (or an older format): start over
+    if set(meta["parts"]) != set(parts):
+        raise DnwError(f"{path}: the checkpoint holds other parts ({', '.join(meta['parts'])})")
     for name, obj in parts.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            _restore_optimizer(name, obj, tensors, meta["param_groups"][name])
-        else:
-            own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-            obj.load_state_dict(own)
+        try:
+            obj.load_state_dict(unflatten_state(meta["parts"][name], tensors))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DnwError(
+                f"{path}: the checkpoint does not fit this run ({reason}); "
+                "move that folder away to start over"
+            ) from None
     torch.set_rng_state(tensors["rng"])
     return meta

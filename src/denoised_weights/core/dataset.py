@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from denoised_weights.core.errors import DnwError
-from denoised_weights.core.io import load_tensors, read_json, save_tensors, write_json
+from denoised_weights.core.io import (
+    load_tensors,
+    read_json_object,
+    save_tensors,
+    write_json,
+)
 
 DATASET_CONFIG = "dataset.json"
+FRAGMENT_KEYS = ("concept", "shard", "sha256", "entries")
 
 
 def sha256_file(path: Path) -> str:
@@ -65,7 +71,12 @@ def write_concept(
 
 
 class WeightDataset:
-    """Read access to a weight dataset folder (what the blocker and generator use)."""
+    """Read access to a weight dataset folder (what the blocker and generator use).
+
+    Every manifest fragment is checked when read (its keys), and every shard against the
+    fragment's SHA-256 the first time this object loads it: a damaged dataset is a one-line
+    error that says to rerun ``dnw collect``, which collects damaged concepts again.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -73,18 +84,51 @@ class WeightDataset:
             raise DnwError(
                 f"{self.path}: not a weight dataset (no {DATASET_CONFIG}); make one with 'dnw collect'"
             )
-        self.config: dict[str, Any] = read_json(self.path / DATASET_CONFIG)
+        self.config: dict[str, Any] = read_json_object(
+            self.path / DATASET_CONFIG,
+            "dataset description",
+            ("architecture", "config", "fingerprint"),
+        )
         self._fragments: list[dict[str, Any]] | None = None
+        self._verified: set[str] = set()
 
     @property
     def fingerprint(self) -> str:
         return self.config["fingerprint"]
 
+    @staticmethod
+    def read_fragment(path: Path) -> dict[str, Any]:
+        frag = read_json_object(path, "manifest fragment", FRAGMENT_KEYS)
+        if not isinstance(frag["entries"], list) or not frag["entries"]:
+            raise DnwError(
+                f"{path}: not a valid manifest fragment (no entries); the file is damaged"
+            )
+        for e in frag["entries"]:
+            if not isinstance(e, dict) or "checkpoint" not in e or "prompts" not in e:
+                raise DnwError(
+                    f"{path}: an entry lacks its checkpoint or prompts; the file is damaged"
+                )
+        return frag
+
+    @classmethod
+    def fragment_problem(cls, root: Path, path: Path) -> str | None:
+        """What is wrong with one concept (its fragment and shard), or None."""
+        try:
+            frag = cls.read_fragment(path)
+        except DnwError as exc:
+            return str(exc)
+        shard = root / frag["shard"]
+        if not shard.is_file():
+            return f"{frag['concept']}: shard {frag['shard']} is missing"
+        if sha256_file(shard) != frag["sha256"]:
+            return f"{frag['concept']}: shard {frag['shard']} does not match its checksum"
+        return None
+
     def fragments(self) -> list[dict[str, Any]]:
         if self._fragments is None:
             folder = self.path / "manifest"
             files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-            self._fragments = [read_json(f) for f in files]
+            self._fragments = [self.read_fragment(f) for f in files]
         return self._fragments
 
     @property
@@ -103,7 +147,16 @@ class WeightDataset:
         frag = next((f for f in self.fragments() if f["concept"] == concept_id), None)
         if frag is None:
             raise DnwError(f"{self.path}: no concept {concept_id!r} in this dataset")
-        stacked, _ = load_tensors(self.path / frag["shard"])
+        shard = self.path / frag["shard"]
+        if frag["shard"] not in self._verified:
+            if not shard.is_file() or sha256_file(shard) != frag["sha256"]:
+                state = "is missing" if not shard.is_file() else "does not match its checksum"
+                raise DnwError(
+                    f"{shard} {state}: the dataset is damaged; rerun 'dnw collect' on it "
+                    "to collect that concept again"
+                )
+            self._verified.add(frag["shard"])
+        stacked, _ = load_tensors(shard, finite=True)
         k = len(frag["entries"])
         return [{key: value[i].clone() for key, value in stacked.items()} for i in range(k)]
 
@@ -138,7 +191,12 @@ class WeightDataset:
         problems = []
         seen: set[tuple[str, int]] = set()
         expected_shapes = self.config.get("tensor_shapes", {})
-        for frag in self.fragments():
+        for path in sorted((self.path / "manifest").glob("*.json")):
+            try:
+                frag = self.read_fragment(path)
+            except DnwError as exc:
+                problems.append(str(exc))
+                continue
             shard = self.path / frag["shard"]
             if not shard.is_file():
                 problems.append(f"{frag['concept']}: shard {frag['shard']} is missing")
@@ -149,7 +207,7 @@ class WeightDataset:
                 )
                 continue
             try:
-                stacked, _ = load_tensors(shard)
+                stacked, _ = load_tensors(shard, finite=True)
             except DnwError as exc:
                 problems.append(f"{frag['concept']}: {exc}")
                 continue

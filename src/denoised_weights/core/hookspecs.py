@@ -59,6 +59,12 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_tasks(register: Register) -> None:
+    """Register tasks (:class:`~denoised_weights.core.interfaces.Task`): fields of application
+    with their concepts, data and evaluation; every pipeline stage runs for any of them."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands or groups to the ``dnw`` command line."""
 
@@ -71,6 +77,7 @@ REGISTRY_HOOKS: dict[str, str] = {
     "register_text_encoders": "text-encoders",
     "register_pair_sources": "pair-sources",
     "register_metrics": "metrics",
+    "register_tasks": "tasks",
 }
 
 __all__ = ["PROJECT", "REGISTRY_HOOKS", "Register", "hookimpl", "hookspec"]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
+
+from denoised_weights.core.errors import DnwError, UnknownNameError
 
 if TYPE_CHECKING:  # keep this module import-light: torch is imported by implementations
     import torch
@@ -32,6 +36,8 @@ class TargetArchitecture(ABC):
     name: str = ""
     #: configuration keys that concern only the LoRA (a base network fits every value of them)
     lora_config_keys: tuple[str, ...] = ()
+    #: default learning rates of ``init_training`` for a full network and for a LoRA
+    learning_rates: Mapping[str, float] = {"full": 1e-3, "lora": 1e-3}
 
     @property
     def network_config(self) -> dict[str, Any]:
@@ -64,8 +70,18 @@ class TargetArchitecture(ABC):
         """Everything training needs besides the model (optimisers, a discriminator, ...).
 
         Only parameters of ``model`` with ``requires_grad`` are optimised, so the same call
-        trains a full network or just its LoRA.
+        trains a full network or just its LoRA. ``options`` may hold ``lr``. The result should
+        have ``state_dict()`` / ``load_state_dict()`` (a torch optimiser has both) so that a
+        killed run resumes exactly; it lives on the model's device.
         """
+
+    def training_carry(self, state: Any) -> dict[str, torch.Tensor]:
+        """What a base model hands to the fine-tunes made from it besides the network (a GAN:
+        its discriminator's weights), as flat tensors. Default: nothing."""
+        return {}
+
+    def load_training_carry(self, state: Any, carry: Mapping[str, torch.Tensor]) -> None:  # noqa: B027
+        """Put a base's :meth:`training_carry` into a fresh training ``state``. Default: nothing."""
 
     @abstractmethod
     def training_step(
@@ -75,7 +91,8 @@ class TargetArchitecture(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """Quality metrics of ``model`` on a batch (lower-is-better ``l1`` at least)."""
+        """Quick quality figures of ``model`` on a batch (the conformance kit's sanity check;
+        the pipeline evaluates through the task and its metrics)."""
 
     def auxiliary_modules(self) -> dict[str, nn.Module]:
         """Other networks of the family (e.g. a discriminator), for parameter counts."""
@@ -140,14 +157,16 @@ class WeightGenerator(ABC):
         *,
         arch: TargetArchitecture | None = None,
         model: nn.Module | None = None,
-        pairs: Mapping[str, Any] | None = None,
+        task: Task | None = None,
+        data: Mapping[str, torch.Tensor] | None = None,
+        carry: Mapping[str, torch.Tensor] | None = None,
         seed: int = 0,
     ) -> StateDict:
         """The LoRA init for fine-tuning a new concept.
 
         Most initialisers ignore everything but the prompt; data-aware ones (FINE) also use the
-        LoRA-injected ``model``, its ``arch`` and the concept's training ``pairs``
-        (``{"A": ..., "B": ..., "discriminator": ...}``).
+        LoRA-injected ``model``, its ``arch``, the ``task`` and the concept's training ``data``,
+        and the base's training ``carry`` (e.g. a GAN's discriminator) to train with.
         """
         return self.generate(prompt, seed=seed)
 
@@ -176,7 +195,8 @@ class TextEncoder(ABC):
 
 
 class PairSource(ABC):
-    """Paired images (source A, target B) for one image-translation task."""
+    """Paired images (source A, target B) for one image-translation task (a source of data
+    the image-translation plugin registers; other tasks make their data themselves)."""
 
     @abstractmethod
     def pairs(
@@ -186,7 +206,8 @@ class PairSource(ABC):
 
 
 class Metric(ABC):
-    """An image-quality metric accumulated over batches of images in [0, 1], ``[B, 3, H, W]``."""
+    """A quality figure accumulated over batches of a task's predictions and targets (images
+    in [0, 1] for image translation, logits and labels for a classifier, ...)."""
 
     #: short name used as a key in curves and reports
     name: str = ""
@@ -198,8 +219,275 @@ class Metric(ABC):
 
     @abstractmethod
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predictions and their targets."""
+        """Add a batch of predictions (``Task.predict``) and their targets."""
 
     @abstractmethod
     def compute(self) -> float:
         """The metric over everything added since the last reset."""
+
+
+# -- tasks ------------------------------------------------------------------------------------
+TaskData = dict[str, "torch.Tensor"]
+TRAIN, HELD_OUT = "train", "held-out"
+SPLITS = (TRAIN, HELD_OUT)
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One concept of a task: what a LoRA is trained for and a prompt describes.
+
+    ``family`` names the kind of change (an edit type, a transformation); concepts of one
+    family differ in their continuous ``params``. A composition's family joins its parts'
+    families with ``+`` (``"rotate+blur"``), which is how ``Task.select_concepts`` counts
+    parts. ``split`` is ``"train"`` (the base, the weight dataset and the generator may use
+    it) or ``"held-out"`` (never seen by them).
+    """
+
+    id: str
+    prompts: tuple[str, ...]
+    split: str = TRAIN
+    family: str = ""
+    params: tuple[tuple[str, float], ...] = ()
+    #: for held-out concepts, how they are unseen: "interpolation" (a parameter value between
+    #: trained ones), "extrapolation" (beyond the trained range), "composition" (a combination
+    #: never trained together) or "family" (an edit type never trained at all)
+    holdout: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.prompts:
+            raise ValueError("a concept needs an id and at least one prompt")
+        if self.split not in SPLITS:
+            raise ValueError(
+                f"concept {self.id}: split must be one of {SPLITS}, got {self.split!r}"
+            )
+
+    @property
+    def prompt(self) -> str:
+        return self.prompts[0]
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """The sizes of a whole run of the pipeline for one task: what ``dnw benchmark --preset``
+    and ``dnw demo`` build (base, dataset, generator) and run (fine-tuning every init).
+
+    ``arch`` is the architecture preset; ``base``, ``collect`` and ``fit`` are keyword
+    arguments of the three building stages; the rest shape the fine-tuning comparison.
+    """
+
+    arch: str
+    base: dict[str, Any] = dataclass_field(default_factory=dict)
+    collect: dict[str, Any] = dataclass_field(default_factory=dict)
+    fit: dict[str, Any] = dataclass_field(default_factory=dict)
+    concepts: int = 8
+    seeds: int = 2
+    max_steps: int = 400
+    eval_every: int = 50
+    n_train: int = 256
+    n_eval: int = 64
+    batch_size: int = 8
+    metrics: tuple[str, ...] = ()
+    snapshot_at: tuple[int, ...] = (0, 20, 100)
+    step0_all: bool = True
+    text_encoder: str = "minilm"
+
+
+class Task(ABC):
+    """A field of application: its concepts, their data, batches and evaluation.
+
+    The pipeline never looks inside the data: a task's data is a dict of tensors whose first
+    dimensions agree (``{"A", "B"}`` image pairs, ``{"x", "y"}`` inputs and labels, ...). The
+    architecture trains on the task's batches; the task evaluates the architecture's outputs
+    (:meth:`predict`) with its metrics.
+    """
+
+    #: registry name, set by the registry when created through it
+    name: str = ""
+    #: the metric targets and speed-ups are measured in, and its direction
+    target_metric: str = "l1"
+    higher_is_better: bool = False
+    #: what the pipeline evaluates by default (the target metric first)
+    metrics: tuple[str, ...] = ("l1",)
+    #: the registered architecture this task trains by default, and its default preset
+    default_architecture: str = ""
+    default_preset: str | None = None
+    #: the keys of the data the network reads, and the key of what it should output
+    input_keys: tuple[str, ...] = ("A",)
+    target_key: str = "B"
+
+    @abstractmethod
+    def concepts(self, split: str | None = None) -> list[Concept]:
+        """Every concept (of one split), in a fixed order."""
+
+    @abstractmethod
+    def make_data(
+        self, concept: Concept, *, arch: TargetArchitecture, split: str, n: int, seed: int
+    ) -> TaskData:
+        """``n`` seeded examples of ``concept``: ``split="train"`` to train on, ``"eval"``
+        from inputs never used for training (e.g. held-out photos)."""
+
+    # -- defaults a task may override -------------------------------------------------------
+    @property
+    def presets(self) -> dict[str, TaskPreset]:
+        """Named sizes of a whole run (``dnw benchmark --preset``, ``dnw demo``)."""
+        return {}
+
+    def get_concept(self, id_or_prompt: str) -> Concept:
+        """The concept with this id or prompt (case and spacing ignored)."""
+        import difflib
+
+        def norm(text: str) -> str:
+            return " ".join(text.lower().split())
+
+        key = norm(id_or_prompt)
+        for concept in self.concepts():
+            if concept.id == id_or_prompt or key in {norm(concept.id), *map(norm, concept.prompts)}:
+                return concept
+        ids = [c.id for c in self.concepts()]
+        close = difflib.get_close_matches(id_or_prompt, ids, n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise UnknownNameError(
+            f"unknown concept {id_or_prompt!r} of task {self.name!r}{hint} "
+            f"(see 'dnw list concepts --task {self.name}')"
+        )
+
+    def select_concepts(
+        self, split: str = TRAIN, *, n: int | None = None, max_parts: int | None = None
+    ) -> list[Concept]:
+        """The concepts of ``split`` made of at most ``max_parts`` parts (the parts of a
+        composition are its family's ``+``-separated names), all or ``n`` spread evenly."""
+        chosen = [
+            c for c in self.concepts(split)
+            if max_parts is None or len(c.family.split("+")) <= max_parts
+        ]  # fmt: skip
+        if n is None or n >= len(chosen):
+            return chosen
+        return [chosen[round(i * len(chosen) / n)] for i in range(n)]
+
+    def sample_concept(self, generator: Any) -> Concept:
+        """A training concept at a random parameter value of the training ranges (never inside
+        a held-out interval), drawn with the ``torch.Generator`` given; tasks whose concepts
+        have no continuous parameters return a random training concept. :meth:`get_concept`
+        must accept the id of every concept this returns."""
+        import torch
+
+        train = self.concepts(TRAIN)
+        return train[int(torch.randint(len(train), (1,), generator=generator))]
+
+    def load_data(self, path: Any, *, arch: TargetArchitecture, split: str) -> TaskData:
+        """Data from a user's folder (image translation: pix2pix A/ and B/ pairs)."""
+        raise DnwError(f"task {self.name!r} reads no data folders; give a --concept instead")
+
+    def batch(self, data: TaskData, *, batch_size: int, seed: int, step: int) -> TaskData:
+        """A random training batch fixed by ``(seed, step)``, so a resumed run sees the same."""
+        import torch
+
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(data_size(data), (batch_size,), generator=g)
+        return {k: v[idx] for k, v in data.items()}
+
+    def base_data(
+        self,
+        arch: TargetArchitecture,
+        concepts: Sequence[Concept],
+        *,
+        n_per_concept: int,
+        seed: int,
+    ) -> TaskData:
+        """The base-pretraining mixture: ``n_per_concept`` examples of every concept."""
+        parts = [
+            self.make_data(c, arch=arch, split="train", n=n_per_concept, seed=seed * 7919 + i)
+            for i, c in enumerate(concepts)
+        ]
+        return concat_data(parts)
+
+    def base_eval_data(
+        self, arch: TargetArchitecture, concepts: Sequence[Concept], *, seed: int
+    ) -> TaskData:
+        """What the base is evaluated on while it trains: a few eval examples of up to 16
+        concepts spread over the mixture."""
+        picks = list(concepts)[:: max(1, len(concepts) // 16)]
+        return concat_data(
+            [
+                self.make_data(c, arch=arch, split="eval", n=4, seed=10_000 + i)
+                for i, c in enumerate(picks)
+            ]
+        )
+
+    def predict(
+        self, arch: TargetArchitecture, model: nn.Module, data: TaskData, batch_size: int = 32
+    ) -> torch.Tensor:
+        """The network's outputs on ``data`` (eval mode, no gradients, batched, on the CPU)."""
+        import torch
+
+        was = model.training
+        model.eval()
+        device = _device_of(model)
+        outs = []
+        with torch.no_grad():
+            for i in range(0, data_size(data), batch_size):
+                chunk = {k: data[k][i : i + batch_size].to(device) for k in self.input_keys}
+                outs.append(self.postprocess(arch.forward(model, chunk)).cpu())
+        model.train(was)
+        return torch.cat(outs)
+
+    def postprocess(self, output: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` makes of the network's raw output (e.g. clamp to [0, 1])."""
+        return output
+
+    def evaluate(
+        self,
+        arch: TargetArchitecture,
+        model: nn.Module,
+        data: TaskData,
+        metrics: Mapping[str, Metric],
+        *,
+        outputs: torch.Tensor | None = None,
+    ) -> dict[str, float | None]:
+        """Every metric of the predictions against ``data[target_key]``; a metric the data
+        cannot support (FID on a handful of images) is None."""
+        import math
+
+        out = self.predict(arch, model, data) if outputs is None else outputs
+        result: dict[str, float | None] = {}
+        for name, metric in metrics.items():
+            metric.reset()
+            try:
+                metric.update(out, data[self.target_key])
+                value = metric.compute()
+            except DnwError:
+                value = None
+            result[name] = None if value is None or math.isnan(value) else float(value)
+        return result
+
+    def preview(
+        self, data: TaskData, outputs: Mapping[str, torch.Tensor], path: Any, title: str = ""
+    ) -> Any:
+        """A picture comparing ``outputs`` (label -> predictions on the first items of
+        ``data``); returns its path, or None when the task has no pictures."""
+        return None
+
+
+def data_size(data: Mapping[str, torch.Tensor]) -> int:
+    """The number of examples in a task's data (the common first dimension)."""
+    sizes = {len(v) for v in data.values()}
+    if len(sizes) != 1:
+        raise DnwError(f"task data with unequal lengths {sorted(sizes)}")
+    return sizes.pop()
+
+
+def concat_data(parts: Sequence[Mapping[str, torch.Tensor]]) -> TaskData:
+    import torch
+
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def subset(data: Mapping[str, torch.Tensor], index: Any) -> TaskData:
+    return {k: v[index] for k, v in data.items()}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    import torch
+
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")

@@ -91,16 +91,36 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
     import torch
     from peft import inject_adapter_in_model
 
-    names = {n for n, _ in model.named_modules()}
-    absent = sorted(set(spec.target_modules) - names) + sorted(set(spec.trained_norms) - names)
+    modules = dict(model.named_modules())
+    absent = sorted(set(spec.target_modules) - set(modules)) + sorted(
+        set(spec.trained_norms) - set(modules)
+    )
     if absent:
         raise DnwError(f"LoRA spec names modules the network lacks: {', '.join(absent[:5])}")
+    useful = max_useful_rank([modules[m] for m in spec.target_modules])
+    if useful and spec.rank > useful:
+        raise DnwError(
+            f"LoRA rank {spec.rank} is larger than any of this network's layers can use "
+            f"(at most {useful}); choose a rank from 1 to {useful}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
         model = inject_adapter_in_model(spec.to_peft_config(), model, adapter_name=ADAPTER_NAME)
     for name, param in model.named_parameters():
         param.requires_grad_(_is_adapter_param(name))
     return model
+
+
+def max_useful_rank(layers: list[Any]) -> int:
+    """The largest rank any of these layers can use: min(inputs x kernel, outputs) of the
+    widest (0 when none has weights)."""
+    best = 0
+    for layer in layers:
+        weight = getattr(layer, "weight", None)
+        if weight is None or weight.dim() < 2:
+            continue
+        best = max(best, min(weight.shape[0], weight[0].numel()))
+    return best
 
 
 def _is_adapter_param(name: str) -> bool:
@@ -144,13 +164,16 @@ def save_adapter(
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a PEFT adapter directory atomically; ``fingerprint`` and ``metadata`` ride along."""
+    from denoised_weights.core.dataset import sha256_file
+
     path = Path(path)
     meta = {"dnw_fingerprint": fingerprint} if fingerprint else {}
     with atomic_dir(path) as tmp:
         save_tensors(tmp / ADAPTER_WEIGHTS, {PEFT_PREFIX + k: v for k, v in state.items()}, meta)
         spec.to_peft_config().save_pretrained(str(tmp))
-        extra = {"fingerprint": fingerprint, "lora_spec": spec.to_dict(), **(metadata or {})}
-        (tmp / "dnw_adapter.json").write_text(json.dumps(extra, indent=2) + "\n")
+        extra = {"fingerprint": fingerprint, "lora_spec": spec.to_dict(), **(metadata or {}),
+                 "sha256": sha256_file(tmp / ADAPTER_WEIGHTS)}  # fmt: skip
+        (tmp / "dnw_adapter.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
     return path
 
 
@@ -165,12 +188,21 @@ def load_adapter(
     path = Path(path)
     if not (path / ADAPTER_WEIGHTS).is_file():
         raise DnwError(f"{path}: not a PEFT adapter directory (no {ADAPTER_WEIGHTS})")
-    tensors, meta = load_tensors(path / ADAPTER_WEIGHTS)
+    from denoised_weights.core.dataset import sha256_file
+    from denoised_weights.core.io import read_json_object
+
+    tensors, meta = load_tensors(path / ADAPTER_WEIGHTS, finite=True)
     state = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
     info: dict[str, Any] = {}
     info_file = path / "dnw_adapter.json"
     if info_file.is_file():
-        info = json.loads(info_file.read_text())
+        info = read_json_object(info_file, "adapter description")
+        digest = info.get("sha256")
+        if digest and sha256_file(path / ADAPTER_WEIGHTS) != digest:
+            raise DnwError(
+                f"{path / ADAPTER_WEIGHTS} does not match the checksum in dnw_adapter.json: "
+                "the adapter is damaged or half-written; make it again"
+            )
     found = meta.get("dnw_fingerprint") or info.get("fingerprint")
     if expected_fingerprint and found and found != expected_fingerprint:
         raise FingerprintMismatchError(

@@ -184,6 +184,7 @@ class Registries:
     text_encoders = property(lambda self: self["text-encoders"])
     pair_sources = property(lambda self: self["pair-sources"])
     metrics = property(lambda self: self["metrics"])
+    tasks = property(lambda self: self["tasks"])
 
 
 _default: Registries | None = None

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from denoised_weights.core.dataset import WeightDataset
-from denoised_weights.core.errors import FingerprintMismatchError
+from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.interfaces import StateDict, TargetArchitecture, WeightGenerator
 
 
@@ -31,7 +31,7 @@ class _DatasetInit(WeightGenerator):
         self.dataset = WeightDataset(data)
 
     def check_fits(self, arch: TargetArchitecture) -> None:
-        from denoised_weights.api import lora_fingerprint
+        from denoised_weights.core.components import lora_fingerprint
 
         if lora_fingerprint(arch) != self.dataset.fingerprint:
             raise FingerprintMismatchError(
@@ -66,17 +66,22 @@ class NearestInit(_DatasetInit):
     """Retrieval: the final checkpoint of the concept with the most similar prompt."""
 
     def __init__(
-        self, data: str | Path, text_encoder: str = "minilm", text_encoder_path: str | None = None
+        self,
+        data: str | Path,
+        text_encoder: str = "minilm",
+        text_encoder_path: str | None = None,
+        registries: Any = None,
     ) -> None:
         super().__init__(data)
         self.text_encoder = text_encoder
         self.text_encoder_path = text_encoder_path
+        self.registries = registries
 
     @cached_property
     def _bank(self) -> tuple[Any, torch.Tensor, list[str]]:
         from denoised_weights.generators.diffusion import create_text_encoder
 
-        encoder = create_text_encoder(self.text_encoder, self.text_encoder_path)
+        encoder = create_text_encoder(self.text_encoder, self.text_encoder_path, self.registries)
         prompts, owners = [], []
         for frag in self.dataset.fragments():
             for p in frag["entries"][0]["prompts"]:
@@ -180,15 +185,18 @@ class FineInit(_DatasetInit):
         *,
         arch: TargetArchitecture | None = None,
         model: nn.Module | None = None,
-        pairs: Mapping[str, Any] | None = None,
+        task: Any = None,
+        data: Mapping[str, torch.Tensor] | None = None,
+        carry: Mapping[str, torch.Tensor] | None = None,
         seed: int = 0,
     ) -> StateDict:
         from torch.nn.utils import parametrize
 
+        from denoised_weights.core.interfaces import data_size
         from denoised_weights.core.lora import load_lora_state, lora_state
 
         state = self.generate(prompt, seed=seed)
-        if arch is None or model is None or pairs is None or self.fit_steps == 0:
+        if arch is None or model is None or not data or self.fit_steps == 0:
             return state
         model = copy.deepcopy(model)
         load_lora_state(model, state)
@@ -202,19 +210,19 @@ class FineInit(_DatasetInit):
             )
             module.parametrizations.weight.original.requires_grad_(False)
             wrapped.append(module)
-        disc = (
-            copy.deepcopy(pairs.get("discriminator"))
-            if pairs.get("discriminator") is not None
-            else None
-        )
-        tstate = arch.init_training(model, seed=seed, lr=self.lr, discriminator=disc)
-        a, b = pairs["A"], pairs["B"]
+        tstate = arch.init_training(model, seed=seed, lr=self.lr)
+        if carry:
+            arch.load_training_carry(tstate, carry)
+        device = next(model.parameters()).device
+        n = data_size(data)
         g = torch.Generator().manual_seed(seed)
-        for _ in range(self.fit_steps):
-            idx = torch.randint(len(a), (min(self.batch_size, len(a)),), generator=g)
-            arch.training_step(model, tstate, {"A": a[idx], "B": b[idx]})
+        for step in range(self.fit_steps):
+            idx = torch.randint(n, (min(self.batch_size, n),), generator=g)
+            losses = arch.training_step(
+                model, tstate, {k: v[idx].to(device) for k, v in data.items()}
+            )
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise DnwError(f"fine: fitting the singular values diverged at step {step + 1}")
         for module in wrapped:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        fitted = lora_state(model)
-        assert all(math.isfinite(float(v.sum())) for v in fitted.values())
-        return fitted
+        return {k: v.cpu() for k, v in lora_state(model).items()}

@@ -33,10 +33,3 @@ def register_generators(register):
     register("nearest", f"{module}:NearestInit")
     register("noisy-nearest", f"{module}:NoisyNearestInit")
     register("fine", f"{module}:FineInit")
-
-
-@hookimpl
-def register_commands(cli):
-    from denoised_weights.cli.generator_commands import add_commands
-
-    add_commands(cli)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from denoised_weights.api import (
+from denoised_weights.core.components import (
     bind_blocker,
     build_lora_model,
     create_architecture,
@@ -99,7 +99,9 @@ def check_training_updates_only_lora(arch: TargetArchitecture) -> None:
         f"buffers (e.g. batch-norm statistics) changed, an adapter cannot store them: {moved[:3]}"
     )
     metrics = arch.evaluate(model, arch.dummy_batch(2, seed=1))
-    assert "l1" in metrics and metrics["l1"] >= 0, "evaluate must report a non-negative 'l1'"
+    assert metrics and all(isinstance(v, float) for v in metrics.values()), (
+        "evaluate must report its figures as floats"
+    )
 
 
 def check_adapter_round_trip(arch: TargetArchitecture, directory: str | Path | None = None) -> None:

@@ -23,8 +23,15 @@ _PRESETS = {
 
 
 @hookimpl
+def register_tasks(register):
+    register(
+        "image-translation", "denoised_weights.plugins.image_translation.task:ImageTranslationTask"
+    )
+
+
+@hookimpl
 def register_architectures(register):
-    register("e2gan", "denoised_weights.architectures.e2gan:E2GAN", **_PRESETS)
+    register("e2gan", "denoised_weights.plugins.image_translation.e2gan:E2GAN", **_PRESETS)
 
 
 @hookimpl
@@ -55,6 +62,3 @@ def register_commands(cli):
     from denoised_weights.plugins.image_translation import commands
 
     commands.add_commands(cli)
-    commands.add_collect_commands(cli)
-    commands.add_compare_command(cli)
-    commands.add_benchmark_command(cli)

@@ -191,3 +191,27 @@ def save_grid(path: str | Path, rows: list[torch.Tensor], pad: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return path
+
+
+def save_labelled_grid(path: Path, rows: list[tuple[str, torch.Tensor]], title: str = "") -> Path:
+    """One labelled strip per row of images ``[n, 3, H, W]`` (input, target, each output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.1 * len(rows)), squeeze=False)
+    for ax, (label, imgs) in zip(axes[:, 0], rows, strict=True):
+        strip = torch.cat(list(imgs.clamp(0, 1)), dim=2).permute(1, 2, 0).numpy()
+        ax.imshow(strip)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title[:80], fontsize=9)
+    fig.tight_layout()
+    fig.subplots_adjust(left=0.16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

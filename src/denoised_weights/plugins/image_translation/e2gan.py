@@ -159,11 +159,19 @@ class GanTrainState:
             "steps": self.steps,
         }
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.steps = int(state["steps"])
+
 
 class E2GAN(TargetArchitecture):
     """The reference architecture: E2GAN-style generator, PatchGAN, pix2pix conditional GAN loss."""
 
     lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed")
+    #: pix2pix's Adam rate for a full network; a LoRA adapter takes a larger one
+    learning_rates = {"full": 2e-4, "lora": 1e-3}  # noqa: RUF012
 
     def __init__(
         self,
@@ -290,6 +298,24 @@ class E2GAN(TargetArchitecture):
             opt_d=torch.optim.Adam(disc.parameters(), lr=lr, betas=(beta1, 0.999)),
             lambda_l1=lambda_l1,
         )
+
+    def training_carry(self, state: GanTrainState) -> dict[str, torch.Tensor]:
+        """The discriminator's weights: a fine-tune starts its adversary from the base's."""
+        return {f"discriminator.{k}": v for k, v in state.discriminator.state_dict().items()}
+
+    def load_training_carry(self, state: GanTrainState, carry: Mapping[str, torch.Tensor]) -> None:
+        own = {
+            k.removeprefix("discriminator."): v
+            for k, v in carry.items()
+            if k.startswith("discriminator.")
+        }
+        if own:
+            try:
+                state.discriminator.load_state_dict(own)
+            except RuntimeError as exc:
+                raise DnwError(
+                    f"the base's discriminator does not fit this network ({str(exc).splitlines()[0]})"
+                ) from None
 
     def training_step(
         self, model: nn.Module, state: GanTrainState, batch: Mapping[str, torch.Tensor]

@@ -1,0 +1,466 @@
+"""``dnw collect``: a LoRA per training concept from the base model, K checkpoints each.
+
+Every concept starts from the same LoRA init (the spec's ``init_seed``), so the dataset lives
+in one basin. Training runs until the task's target metric stops improving (no relative gain of
+``tol`` over the last ``patience`` evaluations) or ``max_steps``; then K checkpoints are kept
+``interval`` steps apart.
+
+Crash safety: a concept's progress is checkpointed under ``.work/<concept>/`` at every
+evaluation, with batches fixed by (seed, step), so a killed run resumes where it was and ends
+with the same entries. Finished concepts are skipped; concepts whose shard went missing or no
+longer matches its checksum are set aside (renamed ``*.damaged``) and collected again. Work is
+split by ``--shard i/n``, then by torchrun rank, then by ``--workers`` processes; a concept in
+progress is locked, so two commands on one folder share the work instead of colliding.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from denoised_weights.core.dataset import (
+    DATASET_CONFIG,
+    WeightDataset,
+    safe_name,
+    sha256_file,
+    write_concept,
+)
+from denoised_weights.core.errors import DnwError
+from denoised_weights.core.interfaces import Concept, TargetArchitecture, Task
+from denoised_weights.core.io import load_tensors, read_json, save_tensors, versions, write_json
+from denoised_weights.core.lora import apply_lora, lora_state
+from denoised_weights.core.outputs import claim_output, normalise
+from denoised_weights.core.plugins import Registries
+from denoised_weights.core.workers import exit_with_parent, run_workers, threads_per_worker
+from denoised_weights.pipeline.context import build_metrics, check_lr, check_seed, resolve_device
+from denoised_weights.pipeline.loop import check_losses, to_device
+
+
+@dataclass
+class CollectOptions:
+    checkpoints: int = 4
+    max_steps: int = 400
+    min_steps: int = 50
+    eval_every: int = 25
+    interval: int = 25
+    patience: int = 3
+    tol: float = 0.01
+    n_train: int = 128
+    n_eval: int = 32
+    batch_size: int = 8
+    lr: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoints", "max_steps", "eval_every", "interval", "patience",
+                     "n_train", "n_eval", "batch_size"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise DnwError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        check_seed(self.seed)
+        check_lr(self.lr)
+
+
+def concept_seed(seed: int, concept_id: str) -> int:
+    """A per-concept seed that does not depend on which process collects the concept."""
+    return seed * 1_000_003 + int(hashlib.sha256(concept_id.encode()).hexdigest()[:8], 16)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise DnwError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise DnwError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def dataset_config(
+    task: Task, arch: TargetArchitecture, base: Path, preset: str | None, opts: CollectOptions
+) -> dict[str, Any]:
+    from denoised_weights.core.components import build_lora_model, lora_fingerprint
+    from denoised_weights.pipeline.base import MODEL_FILE, base_info
+
+    base_info(base)
+    template = lora_state(build_lora_model(arch))
+    return {
+        "task": task.name,
+        "architecture": arch.name,
+        "preset": preset,
+        "config": arch.config,
+        "lora_spec": arch.lora_spec().to_dict(),
+        "fingerprint": lora_fingerprint(arch),
+        "lora_params": sum(v.numel() for v in template.values()),
+        "tensor_shapes": {k: list(v.shape) for k, v in template.items()},
+        "base": str(base),
+        "base_sha256": sha256_file(base / MODEL_FILE),
+        "options": asdict(opts),
+    }
+
+
+#: what must agree for a folder's concepts to belong to one dataset
+MAKING = ("task", "fingerprint", "base_sha256", "options")
+
+
+def prepare_dataset(
+    out: Path, config: dict[str, Any], *, overwrite: bool = False, check_only: bool = False
+) -> dict[str, Any]:
+    """Create ``dataset.json`` or check that the folder holds a dataset of the same making."""
+    making = normalise({k: config[k] for k in MAKING})
+    path = out / DATASET_CONFIG
+    if path.is_file():
+        old = read_json(path)
+        old.setdefault("task", "image-translation")  # datasets from before tasks existed
+        changed = [k for k in MAKING if normalise({k: old.get(k)})[k] != making[k]]
+        if changed:
+            raise DnwError(
+                f"{out} holds a dataset made with another {changed[0].replace('_', ' ')}; "
+                "use a new --out folder or the same options"
+            )
+        return old
+    if check_only:
+        raise DnwError(f"{out}: no {DATASET_CONFIG} (rank 0 should have made it)")
+    claim_output(out, "collect", making, overwrite=overwrite, owned=(DATASET_CONFIG, "shards", "manifest", ".work", "README.md"), seed=config["options"]["seed"])  # fmt: skip
+    write_json(path, {**config, "versions": versions()})
+    return config
+
+
+def repair(out: Path) -> list[str]:
+    """Set aside concepts whose shard is missing, damaged or unlisted (renamed ``*.damaged``)
+    so that they are collected again; returns their ids."""
+    redo = []
+    for frag_path in sorted((out / "manifest").glob("*.json")):
+        problem = WeightDataset.fragment_problem(out, frag_path)
+        if problem is None:
+            continue
+        for p in (frag_path, out / "shards" / f"{frag_path.stem}.safetensors"):
+            if p.exists():
+                p.rename(p.with_name(p.name + ".damaged"))
+        redo.append(frag_path.stem)
+    return redo
+
+
+# -- one concept ---------------------------------------------------------------------------------
+def _lock(work: Path) -> bool:
+    """Take ``work``'s lock; False when a live process on this machine holds it."""
+    work.mkdir(parents=True, exist_ok=True)
+    lock = work / "lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            if holder == me:
+                return True
+            if holder.get("host") != me["host"] or _alive(holder.get("pid")):
+                return False
+            lock.unlink(missing_ok=True)  # its process is gone: take the work over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+    return False
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect_concept(
+    task: Task,
+    arch: TargetArchitecture,
+    out: Path,
+    concept: Concept,
+    *,
+    base_model: torch.nn.Module,
+    carry: dict[str, torch.Tensor],
+    fingerprint: str,
+    opts: CollectOptions,
+    device: torch.device,
+    registries: Registries | None = None,
+    position: int = 0,
+) -> bool:
+    """Train one concept's LoRA and store its K checkpoints (resumes from ``.work/``).
+
+    Returns False when another live process holds the concept."""
+    work = out / ".work" / safe_name(concept.id)
+    if not _lock(work):
+        return False
+    cseed = concept_seed(opts.seed, concept.id)
+    train = task.make_data(concept, arch=arch, split="train", n=opts.n_train, seed=cseed % (2**31))
+    held = task.make_data(
+        concept, arch=arch, split="eval", n=opts.n_eval, seed=(cseed + 1) % (2**31)
+    )
+    metrics = build_metrics(
+        list(dict.fromkeys([task.target_metric, *task.metrics[:2]])), registries
+    )
+    model = apply_lora(copy.deepcopy(base_model), arch.lora_spec())
+    tstate = arch.init_training(model, seed=opts.seed, lr=opts.lr or arch.learning_rates["lora"])
+    if carry:
+        arch.load_training_carry(tstate, carry)
+    run = _ConceptRun(task, arch, model, tstate, work, opts, cseed, held, metrics, device)
+    kept, keep_from, seconds = run.train(train, desc=concept.id[:28], position=position)
+    states = [load_tensors(work / f"keep_{k['checkpoint']}.safetensors")[0] for k in kept]
+    entries = [
+        {**k, "prompts": list(concept.prompts), "seed": opts.seed, "concept_seed": cseed,
+         "lora_init_seed": arch.lora_spec().init_seed, "converged_step": keep_from,
+         "fingerprint": fingerprint, "concept_seconds": round(seconds, 2),
+         "family": concept.family, "params": dict(concept.params)}
+        for k in kept
+    ]  # fmt: skip
+    write_concept(out, concept.id, states, entries)
+    shutil.rmtree(work, ignore_errors=True)
+    return True
+
+
+class _ConceptRun:
+    """The training of one concept's LoRA: plateau detection, kept checkpoints, resume."""
+
+    def __init__(self, task, arch, model, tstate, work, opts, cseed, held, metrics, device) -> None:  # fmt: skip
+        self.task, self.arch, self.model, self.tstate = task, arch, model, tstate
+        self.work, self.opts, self.cseed, self.device = work, opts, cseed, device
+        self.held, self.metrics = held, metrics
+        self.sign = -1.0 if task.higher_is_better else 1.0  # smaller is better after the sign
+
+    def evaluate(self) -> dict[str, float | None]:
+        return self.task.evaluate(self.arch, self.model, self.held, self.metrics)
+
+    def plateaued(self, evals: list[float]) -> bool:
+        o = self.opts
+        scores = [self.sign * v for v in evals]
+        best_before = min(scores[: -o.patience], default=float("inf"))
+        recent = min(scores[-o.patience :])
+        return len(scores) > o.patience and recent > best_before - o.tol * abs(best_before)
+
+    def train(
+        self, train: dict[str, torch.Tensor], desc: str, position: int
+    ) -> tuple[list, int, float]:
+        from tqdm.auto import tqdm
+
+        from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
+
+        o, work = self.opts, self.work
+        parts = {"model": self.model, "training": self.tstate}
+        meta = load_checkpoint(work, parts) or {
+            "step": 0,
+            "evals": [],
+            "keep_from": None,
+            "kept": [],
+        }
+        step, evals, keep_from, kept = meta["step"], meta["evals"], meta["keep_from"], meta["kept"]
+        started = time.perf_counter() - meta.get("seconds", 0.0)  # wall time, resumes included
+        bar = tqdm(total=o.max_steps + o.checkpoints * o.interval, initial=step, desc=desc,
+                   position=position, leave=False, unit="step", mininterval=2)  # fmt: skip
+        target = self.task.target_metric
+        while True:
+            if keep_from is None and step % o.eval_every == 0:
+                value = self.evaluate()[target]
+                evals.append(float("inf") * self.sign if value is None else value)
+                if (self.plateaued(evals) and step >= o.min_steps) or step >= o.max_steps:
+                    keep_from = step
+            at_keep = keep_from is not None and (step - keep_from) % o.interval == 0
+            if at_keep:
+                index = (step - keep_from) // o.interval
+                if index == len(kept):  # not kept yet (a resumed run may have kept it already)
+                    save_tensors(work / f"keep_{index}.safetensors", lora_state(self.model))
+                    kept.append({"checkpoint": index, "step": step, "eval": self.evaluate()})
+                if len(kept) == o.checkpoints:
+                    break
+            if step % o.eval_every == 0 or at_keep:
+                save_checkpoint(work, parts, {"step": step, "evals": evals, "keep_from": keep_from,
+                                              "kept": kept, "seconds": time.perf_counter() - started})  # fmt: skip
+            batch = self.task.batch(
+                train, batch_size=o.batch_size, seed=self.cseed % (2**31), step=step
+            )
+            check_losses(
+                self.arch.training_step(self.model, self.tstate, to_device(batch, self.device)),
+                step + 1,
+            )
+            step += 1
+            bar.update(1)
+        bar.close()
+        return kept, keep_from, time.perf_counter() - started
+
+
+# -- many concepts -------------------------------------------------------------------------------
+def collect_shard(
+    task_name: str, task_options: dict[str, Any], arch_name: str, arch_config: dict[str, Any],
+    out: str, base: str, concept_ids: Sequence[str], opts: CollectOptions, device: str | None,
+    threads: int | None, position: int,
+) -> list[str]:  # fmt: skip
+    """Collect ``concept_ids`` one after another (the body of one worker process); returns
+    those left to another process that holds them."""
+    from tqdm.auto import tqdm
+
+    from denoised_weights.core.components import create_architecture, lora_fingerprint
+    from denoised_weights.pipeline.base import load_base
+    from denoised_weights.pipeline.context import resolve_task
+
+    if position > 0 or threads is not None:
+        exit_with_parent()
+    if threads:
+        torch.set_num_threads(threads)
+    task = resolve_task(task_name, **task_options)
+    arch = create_architecture(arch_name, **arch_config)
+    dev = resolve_device(device)
+    out_path = Path(out)
+    base_model, carry = load_base(Path(base), arch, device=dev)
+    fingerprint = lora_fingerprint(arch)
+    done = set(WeightDataset(out_path).concepts)
+    todo = [c for c in concept_ids if c not in done]
+    skipped = []
+    for cid in tqdm(todo, desc=f"worker {position}", position=position * 2, unit="concept",
+                    leave=False, mininterval=2):  # fmt: skip
+        ok = collect_concept(
+            task, arch, out_path, task.get_concept(cid), base_model=base_model, carry=carry,
+            fingerprint=fingerprint, opts=opts, device=dev, position=position * 2 + 1,
+        )  # fmt: skip
+        if not ok:
+            skipped.append(cid)
+    return skipped
+
+
+def _distributed_rank() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def collect(
+    task: Task,
+    arch: TargetArchitecture,
+    base: str | Path,
+    out: str | Path,
+    *,
+    concept_ids: Sequence[str] | None = None,
+    opts: CollectOptions | None = None,
+    preset: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    device: str | None = None,
+    overwrite: bool = False,
+    echo: Any = None,
+) -> WeightDataset:
+    """Collect the dataset (the part of it this process is responsible for) and write its card."""
+    out, base = Path(out), Path(base)
+    opts = opts or CollectOptions()
+    if opts.lr is None:
+        opts = CollectOptions(**{**asdict(opts), "lr": arch.learning_rates["lora"]})
+    if workers < 1:
+        raise DnwError(f"--workers must be at least 1, got {workers}")
+    ids = list(concept_ids) if concept_ids is not None else [c.id for c in task.concepts("train")]
+    for cid in ids:
+        if task.get_concept(cid).split != "train":
+            raise DnwError(f"concept {cid!r} is held out; only training concepts are collected")
+    from denoised_weights.pipeline.base import load_base
+
+    load_base(base, arch)  # a clear error before any work if the base does not fit
+    config = dataset_config(task, arch, base, preset, opts)
+    rank, world = _distributed_rank()
+    if world > 1:  # under torchrun: rank 0 creates the folder, the others check it
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        if rank == 0:
+            prepare_dataset(out, config, overwrite=overwrite)
+        dist.barrier()
+        prepare_dataset(out, config, check_only=True)
+    else:
+        prepare_dataset(out, config, overwrite=overwrite)
+        redone = repair(out)
+        if redone and echo:
+            echo(
+                f"{len(redone)} damaged or incomplete concept(s) set aside (*.damaged) and collected again"
+            )
+    mine = ids[shard[0] :: shard[1]][rank::world]
+    task_options = dict(getattr(task, "options", {}) or {})
+    threads = threads_per_worker(workers, world)
+    common = (task.name, task_options, arch.name, arch.config, str(out), str(base))
+    if workers == 1:
+        skipped = collect_shard(*common, mine, opts, device, threads if world > 1 else None, 0)
+    else:
+        run_workers(collect_shard, [(*common, mine[w::workers], opts, device, threads, w) for w in range(workers)], "collection")  # fmt: skip
+        skipped = []
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    if skipped and echo:
+        echo(
+            f"{len(skipped)} concept(s) were being collected by another process; rerun later to check"
+        )
+    dataset = WeightDataset(out)
+    if rank == 0:
+        write_card(dataset)
+    return dataset
+
+
+def write_card(dataset: WeightDataset) -> Path:
+    """The dataset card: counts, preset, options, versions and how it was made."""
+    info = dataset.info()
+    cfg = dataset.config
+    metric = (
+        next(iter(dataset.entries[0].get("eval") or {"value": 0}), "value")
+        if dataset.entries
+        else None
+    )
+    values = [
+        e["eval"][metric]
+        for e in dataset.entries
+        if e.get("eval") and e["eval"].get(metric) is not None
+    ]
+    conv = [e["converged_step"] for e in dataset.entries if e.get("checkpoint") == 0]
+    lines = [
+        f"# Weight dataset ({cfg.get('task', 'image-translation')}: {cfg.get('architecture')}, preset {cfg.get('preset')})",
+        "",
+        "LoRA adapters of one base model, one per training concept, with K checkpoints each,",
+        "collected by `dnw collect` (denoised-weights). Every adapter starts from the same LoRA",
+        "init seed, so all of them live in one basin.",
+        "",
+        f"- concepts: {info['concepts']}; entries: {info['entries']}; checkpoints per concept: {info['checkpoints_per_concept']}",
+        f"- LoRA parameters per adapter: {cfg.get('lora_params')}; fingerprint `{cfg.get('fingerprint')}`",
+        f"- size on disk: {info['size_bytes'] / 1e6:.1f} MB",
+        f"- base model: `{cfg.get('base')}` (SHA-256 {str(cfg.get('base_sha256'))[:16]}...)",
+        f"- options: `{cfg.get('options')}`",
+        f"- versions: `{cfg.get('versions')}`",
+    ]  # fmt: skip
+    if values:
+        values.sort()
+        lines.append(f"- eval {metric} at the kept checkpoints: median {values[len(values) // 2]:.4f}, min {values[0]:.4f}, max {values[-1]:.4f}")  # fmt: skip
+    if conv:
+        lines.append(f"- step at which training was judged converged: median {sorted(conv)[len(conv) // 2]}, max {max(conv)}")  # fmt: skip
+    lines += [
+        "",
+        "Files: `shards/<concept>.safetensors` (each LoRA tensor stacked over the K checkpoints),",
+        "`manifest/<concept>.json` (entries: concept, prompts, checkpoint, step, eval metrics, seeds,",
+        "fingerprint; plus the shard's SHA-256). Read with `denoised_weights.core.dataset.WeightDataset`.",
+    ]
+    path = dataset.path / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

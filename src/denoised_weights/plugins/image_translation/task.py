@@ -1,0 +1,167 @@
+"""The image-translation task: catalogue concepts applied to real photos, pix2pix folders,
+flipped batches, eval L1 (lower is better) and image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from denoised_weights.core.interfaces import (
+    Concept,
+    TargetArchitecture,
+    Task,
+    TaskData,
+    TaskPreset,
+    concat_data,
+)
+from denoised_weights.plugins.image_translation import concepts as catalogue
+
+PRESETS = {
+    # the whole pipeline at toy size: minutes, for tests and CI
+    "smoke": TaskPreset(
+        arch="tiny", base={"steps": 120},
+        collect={"concepts": 6, "checkpoints": 2, "max_steps": 40, "eval_every": 20, "interval": 10,
+                 "n_train": 32, "n_eval": 16},
+        fit={"max_steps": 200, "batch_size": 64, "val_every": 100},
+        concepts=2, seeds=1, max_steps=40, eval_every=20, n_train=32, n_eval=16, metrics=("l1",),
+        snapshot_at=(0, 20), step0_all=False,
+    ),
+    # dnw demo --from-scratch: the whole pipeline in minutes on a 2-core CPU (a weak generator)
+    "demo": TaskPreset(
+        arch="small", base={"steps": 1500},
+        collect={"concepts": 16, "checkpoints": 2, "max_steps": 100, "eval_every": 25, "interval": 20},
+        fit={"max_minutes": 3.0}, concepts=1, seeds=1, max_steps=150, eval_every=50,
+        metrics=("l1", "psnr", "ssim"), snapshot_at=(0, 20, 100), step0_all=False,
+    ),
+    # the README's table on a 2-core CPU: every single-edit training concept (191), 80 steps,
+    # then 3 checkpoints; fit's small default length (7,500 steps) with clean-sample prediction
+    "small": TaskPreset(
+        arch="small", base={"steps": 2500},
+        collect={"concepts": None, "max_parts": 1, "checkpoints": 3, "max_steps": 80,
+                 "eval_every": 20, "interval": 10},
+        fit={"prediction_type": "sample"}, concepts=8, seeds=2, max_steps=400, eval_every=50,
+        metrics=("l1", "psnr", "ssim"),
+    ),
+    # the paper's scale, for a GPU
+    "paper": TaskPreset(
+        arch="paper", base={"steps": 20000},
+        collect={"concepts": None, "checkpoints": 5, "max_steps": 1500, "eval_every": 100, "interval": 50},
+        fit={"max_steps": 100000}, concepts=16, seeds=3, max_steps=2000, eval_every=100,
+        metrics=("l1", "psnr", "ssim", "lpips", "fid"), snapshot_at=(0, 100, 500),
+    ),
+}  # fmt: skip
+
+
+def _holdout(c: catalogue.Concept) -> str:
+    if c.split != catalogue.HELD_OUT:
+        return ""
+    held_value = any(params in catalogue.GRIDS[name][1] for name, params in c.steps)
+    return "interpolation" if held_value else "composition"
+
+
+def to_core(c: catalogue.Concept) -> Concept:
+    """The catalogue's concept as the pipeline sees it: family = the edits, params = values."""
+    params = tuple((f"{name}.{k}", float(v)) for name, p in c.steps for k, v in p.items())
+    return Concept(id=c.id, prompts=c.prompts, split=c.split, family="+".join(c.primitives),
+                   params=params, holdout=_holdout(c))  # fmt: skip
+
+
+class ImageTranslationTask(Task):
+    """Photo-to-photo translation, one concept per edit of the catalogue (or a user's pairs)."""
+
+    name = "image-translation"
+    target_metric = "l1"
+    higher_is_better = False
+    metrics = ("l1", "psnr", "ssim", "lpips", "fid")
+    default_architecture = "e2gan"
+    default_preset = "small"
+    input_keys = ("A",)
+    target_key = "B"
+
+    def __init__(
+        self, photos_dir: str | Path | None = None, identity_fraction: float = 0.125
+    ) -> None:
+        self.photos_dir = str(photos_dir) if photos_dir else None
+        self.identity_fraction = identity_fraction
+        self.options = {"photos_dir": self.photos_dir} if self.photos_dir else {}
+
+    @property
+    def presets(self) -> dict[str, TaskPreset]:
+        return dict(PRESETS)
+
+    @cached_property
+    def _concepts(self) -> list[Concept]:
+        return [to_core(c) for c in catalogue.catalogue()]
+
+    def concepts(self, split: str | None = None) -> list[Concept]:
+        if split is not None:
+            catalogue.concepts(split)  # an unknown split: a one-line error
+        return [c for c in self._concepts if split is None or c.split == split]
+
+    def get_concept(self, id_or_prompt: str) -> Concept:
+        return to_core(catalogue.get_concept(id_or_prompt))
+
+    def make_data(
+        self, concept: Concept, *, arch: TargetArchitecture, split: str, n: int, seed: int
+    ) -> TaskData:
+        from denoised_weights.plugins.image_translation.pairs import CataloguePairs
+
+        a, b = CataloguePairs(concept.id, arch.image_size, self.photos_dir).pairs(
+            n, split=split, seed=seed
+        )
+        return {"A": a, "B": b}
+
+    def load_data(self, path: Any, *, arch: TargetArchitecture, split: str) -> TaskData:
+        """A pix2pix folder (A/ and B/, or side-by-side AB): ``split`` "train" or "eval" (a fixed
+        10% of it), or "all"."""
+        from denoised_weights.plugins.image_translation.pairs import FolderPairs
+
+        folder = FolderPairs(path, arch.image_size)
+        a, b = folder.all_pairs() if split == "all" else folder.pairs(split=split)
+        return {"A": a, "B": b}
+
+    def batch(self, data: TaskData, *, batch_size: int, seed: int, step: int) -> TaskData:
+        """Random pairs with random horizontal flips, fixed by (seed, step)."""
+        a, b = data["A"], data["B"]
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(len(a), (batch_size,), generator=g)
+        flip = torch.rand(batch_size, generator=g) < 0.5
+        xa, xb = a[idx].clone(), b[idx].clone()
+        xa[flip], xb[flip] = xa[flip].flip(-1), xb[flip].flip(-1)
+        return {"A": xa, "B": xb}
+
+    def base_data(
+        self,
+        arch: TargetArchitecture,
+        concepts: Sequence[Concept],
+        *,
+        n_per_concept: int,
+        seed: int,
+    ) -> TaskData:
+        """Every concept's pairs plus a share of "no edit" pairs (a photo and itself), which
+        teaches the base to keep an image's content."""
+        from denoised_weights.plugins.image_translation.photos import sample_crops
+
+        mixture = super().base_data(arch, concepts, n_per_concept=n_per_concept, seed=seed)
+        n_identity = round(self.identity_fraction * len(concepts) * n_per_concept)
+        if not n_identity:
+            return mixture
+        same = sample_crops(
+            n_identity, arch.image_size, split="train", seed=seed + 4242, photos_dir=self.photos_dir
+        )
+        return concat_data([mixture, {"A": same, "B": same}])
+
+    def postprocess(self, output: torch.Tensor) -> torch.Tensor:
+        return output.clamp(0, 1)
+
+    def preview(
+        self, data: TaskData, outputs: Mapping[str, torch.Tensor], path: Any, title: str = ""
+    ) -> Path:
+        from denoised_weights.plugins.image_translation.pairs import save_labelled_grid
+
+        rows = [("input", data["A"]), ("target", data["B"]), *outputs.items()]
+        return save_labelled_grid(Path(path), rows, title)
