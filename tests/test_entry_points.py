@@ -76,7 +76,7 @@ def test_allow_list(plugin_site, monkeypatch, capsys):
     assert "dnw_good" in {r["name"] for r in json.loads(result.stdout)}
     monkeypatch.setenv("DNW_PLUGINS", "")
     names = [r["name"] for r in json.loads(invoke(["plugins", "--json"]).stdout)]
-    assert names == ["builtins", "image_translation"]
+    assert names == ["builtins", "image_translation", "digits"]
 
 
 def test_strict_mode_raises(plugin_site, monkeypatch):

@@ -22,7 +22,7 @@ def test_list_and_is():
 
 def test_unknown_name_lists_what_exists():
     with pytest.raises(
-        dnw.UnknownNameError, match=r"unknown architecture 'nope' \(known: e2gan, fake"
+        dnw.UnknownNameError, match=r"unknown architecture 'nope' \(known: digit-cnn, e2gan, fake"
     ):
         dnw.create_architecture("nope")
 

@@ -28,6 +28,7 @@ from denoised_weights.core.registry import Registry
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "denoised_weights.plugins.builtins",
     "denoised_weights.plugins.image_translation",
+    "denoised_weights.plugins.digits",
 )
 
 
