@@ -2,7 +2,11 @@
 
 import pytest
 
-from denoised_weights.plugins.testing import ArchitectureConformance, check_architecture
+from denoised_weights.plugins.testing import (
+    ArchitectureConformance,
+    TaskConformance,
+    check_architecture,
+)
 
 
 class TestE2GANTiny(ArchitectureConformance):
@@ -44,3 +48,11 @@ def test_kit_catches_a_broken_architecture():
 
     with pytest.raises(AssertionError, match="frozen parameters changed"):
         check_architecture(Leaky())
+
+
+class TestImageTranslationTask(TaskConformance):
+    task = "image-translation"
+
+
+class TestDigitsTask(TaskConformance):
+    task = "digits"

@@ -1,15 +1,20 @@
-"""Conformance kit for architecture plugins.
+"""Conformance kits for plugins: architectures, and tasks with the whole pipeline.
 
-Use it from pytest by subclassing the mixin::
+Use them from pytest by subclassing a mixin::
 
-    from denoised_weights.plugins.testing import ArchitectureConformance
+    from denoised_weights.plugins.testing import ArchitectureConformance, TaskConformance
 
     class TestMyNet(ArchitectureConformance):
         architecture = "my-net"
         preset = "tiny"
 
-or call :func:`check_architecture` on an instance. Every check builds the network, injects
-LoRA and asserts behaviour through the public API; a failure says which promise was broken.
+    class TestMyTask(TaskConformance):
+        task = "my-task"          # its default architecture, preset "tiny"
+
+or call :func:`check_architecture`, :func:`check_task_catalogue` and
+:func:`check_task_pipeline` directly. Every check goes through the public API; a failure says
+which promise was broken. The task kit runs a tiny base -> collect -> fit -> generate ->
+finetune, so a plugin author knows the whole flow works before publishing.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from denoised_weights.core.components import (
     create_blocker,
     lora_fingerprint,
 )
-from denoised_weights.core.interfaces import TargetArchitecture
+from denoised_weights.core.interfaces import Task, TargetArchitecture, data_size
 from denoised_weights.core.lora import load_adapter, load_lora_state, lora_state, save_adapter
 
 
@@ -198,3 +203,97 @@ class ArchitectureConformance:
 
     def test_fingerprint(self) -> None:
         check_fingerprint(self.make())
+
+
+# -- tasks: the whole pipeline -------------------------------------------------------------------
+def check_task_catalogue(task: Task, arch: TargetArchitecture) -> None:
+    """Concepts, splits, seeded data, batches and evaluation behave as the pipeline needs."""
+    train, held = task.concepts("train"), task.concepts("held-out")
+    assert train, "the task has no training concepts"
+    assert held, "the task has no held-out concepts (nothing to measure generalisation on)"
+    ids = [c.id for c in task.concepts()]
+    assert len(ids) == len(set(ids)), "concept ids are not unique"
+    assert all(c.prompts and all(p.strip() for p in c.prompts) for c in task.concepts()), "a concept without a prompt"
+    for concept in (train[0], held[0]):
+        assert task.get_concept(concept.id) == concept, "get_concept does not return the concept by id"
+        assert task.get_concept(concept.prompt).id == concept.id, "get_concept does not find a prompt"
+        one = task.make_data(concept, arch=arch, split="train", n=6, seed=3)
+        again = task.make_data(concept, arch=arch, split="train", n=6, seed=3)
+        assert data_size(one) == 6 and set(one) >= {*task.input_keys, task.target_key}, "make_data's keys or size"
+        assert all(torch.equal(one[k], again[k]) for k in one), "make_data is not deterministic"
+        held_data = task.make_data(concept, arch=arch, split="eval", n=4, seed=3)
+        assert data_size(held_data) == 4
+        b1 = task.batch(one, batch_size=4, seed=1, step=7)
+        b2 = task.batch(one, batch_size=4, seed=1, step=7)
+        assert all(torch.equal(b1[k], b2[k]) for k in b1), "batches are not fixed by (seed, step)"
+    metric = task.target_metric
+    assert metric in task.metrics, "the target metric is not among the task's metrics"
+    from denoised_weights.pipeline.context import build_metrics
+
+    values = task.evaluate(arch, arch.build(0), held_data, build_metrics([metric]))
+    assert isinstance(values.get(metric), float), f"evaluate gave no float {metric!r}"
+
+
+def check_task_pipeline(task: Task, arch: TargetArchitecture, workdir: str | Path) -> dict[str, Any]:
+    """A tiny base -> collect -> fit -> generate -> finetune for ``task`` and ``arch``; returns
+    the fine-tuning curve from the generated init on a held-out concept."""
+    from denoised_weights.core.components import lora_fingerprint
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.generators.diffusion import DiffusionGenerator, FitConfig, fit
+    from denoised_weights.pipeline.base import BaseOptions, train_base
+    from denoised_weights.pipeline.collect import CollectOptions, collect
+    from denoised_weights.pipeline.finetune import FinetuneOptions, finetune_concept
+
+    work = Path(workdir)
+    concepts = [c.id for c in task.select_concepts("train", n=3)]
+    base = train_base(task, arch, work / "base", concepts=concepts,
+                      options=BaseOptions(steps=4, pairs_per_concept=4, eval_every=2, batch_size=4))  # fmt: skip
+    ds = collect(task, arch, base, work / "dataset", concept_ids=concepts,
+                 opts=CollectOptions(checkpoints=2, max_steps=4, min_steps=1, eval_every=2, interval=2,
+                                     n_train=8, n_eval=4, batch_size=4))  # fmt: skip
+    assert len(ds.concepts) == len(concepts) and ds.verify() == [], "collection did not store every concept"
+    assert WeightDataset(work / "dataset").fingerprint == lora_fingerprint(arch)
+    size = 32 if ds.config["lora_params"] < 4096 else 64
+    fit(work / "dataset", work / "generator",
+        FitConfig(text_encoder="hash", max_steps=4, val_every=2, batch_size=16, block_size=size,
+                  preset="tiny", prediction_type="sample"))  # fmt: skip
+    generator = DiffusionGenerator(work / "generator")
+    generator.check_fits(arch)
+    held = task.concepts("held-out")[0]
+    state = generator.generate(held.prompt)
+    assert all(torch.isfinite(v).all() for v in state.values()), "the generated LoRA is not finite"
+    curve = finetune_concept(
+        task, arch, work / "finetune", held.id, n_train=8, n_eval=4, init="generated", base=base,
+        initialiser=generator, options=FinetuneOptions(max_steps=2, eval_every=1, batch_size=4),
+        fingerprint=lora_fingerprint(arch),
+    )  # fmt: skip
+    assert [p["step"] for p in curve["points"]] == [0, 1, 2], "the fine-tuning curve is incomplete"
+    assert curve["metric"] == task.target_metric and curve["higher_is_better"] == task.higher_is_better
+    assert curve["points"][0][task.target_metric] is not None, "no target metric at step 0"
+    return curve
+
+
+class TaskConformance:
+    """pytest mixin that certifies a task + architecture for the whole pipeline: set ``task``
+    (registered name), and optionally ``architecture`` (default: the task's), ``preset``
+    (default ``"tiny"``) and ``task_options``."""
+
+    task: str = ""
+    architecture: str | None = None
+    preset: str | None = "tiny"
+    task_options: dict[str, Any] = {}  # noqa: RUF012 - read-only class default
+
+    def make(self) -> tuple[Task, TargetArchitecture]:
+        from denoised_weights.core.components import create_task
+
+        task = create_task(self.task, **self.task_options)
+        return task, create_architecture(self.architecture or task.default_architecture, self.preset)
+
+    def test_catalogue_data_and_evaluation(self) -> None:
+        check_task_catalogue(*self.make())
+
+    def test_architecture_conformance(self) -> None:
+        check_architecture(self.make()[1])
+
+    def test_pipeline_end_to_end(self, tmp_path: Path) -> None:
+        check_task_pipeline(*self.make(), tmp_path)
