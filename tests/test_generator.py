@@ -103,7 +103,7 @@ def test_a_generator_saved_before_centring_still_loads(tmp_path, tiny_generator)
 
 
 def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkeypatch):
-    import denoised_weights.generators.diffusion as diffusion
+    import denoised_weights.pipeline.fit as diffusion
     from denoised_weights.core.errors import DnwError
 
     def crash(*_a, **_k):
@@ -122,7 +122,7 @@ def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkey
 def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, monkeypatch):  # fmt: skip
     import denoised_weights.core.checkpoint as checkpoint
     from denoised_weights.core.io import load_tensors
-    from denoised_weights.generators.diffusion import fit
+    from denoised_weights.pipeline.fit import fit
 
     opts = dict(text_encoder="hash", batch_size=8, max_steps=6, val_every=2, lr_schedule="cosine",
                 warmup_steps=1)  # fmt: skip
@@ -155,7 +155,7 @@ def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path,
 
 
 def test_the_default_schedule_keeps_the_learning_rate(tmp_path, tiny_dataset):
-    from denoised_weights.generators.diffusion import fit
+    from denoised_weights.pipeline.fit import fit
 
     out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=4,
               val_every=2, lr=3e-4, warmup_steps=0)  # fmt: skip
@@ -164,7 +164,7 @@ def test_the_default_schedule_keeps_the_learning_rate(tmp_path, tiny_dataset):
 
 
 def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_path, tiny_dataset):
-    from denoised_weights.generators.diffusion import fit
+    from denoised_weights.pipeline.fit import fit
 
     out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1,
               prediction_type="sample")  # fmt: skip

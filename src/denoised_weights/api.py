@@ -109,8 +109,8 @@ def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwri
         registries: Registries | None = None, **config: Any) -> Path:  # fmt: skip
     """``dnw fit``: train the block diffusion model on a weight dataset (``config``: the
     fields of :class:`~denoised_weights.generators.diffusion.FitConfig`)."""
-    from denoised_weights.generators.diffusion import FitConfig
-    from denoised_weights.generators.diffusion import fit as run
+    from denoised_weights.pipeline.fit import FitConfig
+    from denoised_weights.pipeline.fit import fit as run
 
     return run(
         data, out, FitConfig(**config), device=device, overwrite=overwrite, registries=registries

@@ -192,6 +192,25 @@ class LayerwiseBlocker(WeightBlocker):
                 pos += n
         return state
 
+    def from_blocks_differentiable(self, blocks: torch.Tensor) -> StateDict:
+        """The same layout as :meth:`from_blocks`, differentiable, on ``blocks``' device and in
+        its dtype (float tensors only: integer buffers are not generated)."""
+        groups = self._require_bound()
+        flat = blocks.reshape(-1)
+        state: StateDict = {}
+        for group in groups:
+            pos = group["offset"]
+            for t in group["tensors"]:
+                n = math.prod(t["shape"])
+                if not t.get("dtype", "float32").startswith(("float", "bfloat")):
+                    pos += n
+                    continue
+                state[t["key"]] = (flat[pos : pos + n] * self._scale(group, t["key"])).reshape(
+                    t["shape"]
+                )
+                pos += n
+        return state
+
     def block_index(self) -> list[dict[str, Any]]:
         """For each block: the groups (and value ranges) it covers — where a block's weights live."""
         index = []

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.core.plugins import Registries, plugin_infos
 
 KINDS = (
@@ -19,122 +20,134 @@ KINDS = (
 )
 
 
-def add_commands(cli: click.Group, registries: Registries) -> None:
-    from denoised_weights.cli import echo_json
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """Installed plugins: name, version, hooks and what each registered."""
+    pm, registries = ctx.find_root().obj["pm"], registries_of(ctx)
+    registered: dict[str, dict[str, list[str]]] = {}
+    for kind in KINDS:
+        for entry in registries[kind].entries():
+            registered.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
+    rows = []
+    for info in plugin_infos(pm):
+        rows.append(
+            {
+                "name": info.name,
+                "version": info.version,
+                "builtin": info.builtin,
+                "hooks": info.hooks,
+                "registered": registered.get(info.name, {}),
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        tag = " (built-in)" if row["builtin"] else ""
+        click.echo(f"{row['name']} {row['version'] or ''}{tag}")
+        for kind, names in row["registered"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
 
-    @cli.command()
+
+@click.group(name="list")
+def list_group() -> None:
+    """List registered components of one kind (architectures, blockers, ...)."""
+
+
+def make_lister(kind: str) -> click.Command:
+    @click.command(name=kind, help=f"List registered {kind}.")
+    @click.argument("pattern", default="*")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_context
-    def plugins(ctx: click.Context, as_json: bool) -> None:
-        """Installed plugins: name, version, hooks and what each registered."""
-        pm = ctx.find_root().obj["pm"]
-        registered: dict[str, dict[str, list[str]]] = {}
-        for kind in KINDS:
-            for entry in registries[kind].entries():
-                registered.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
-        rows = []
-        for info in plugin_infos(pm):
-            rows.append(
-                {
-                    "name": info.name,
-                    "version": info.version,
-                    "builtin": info.builtin,
-                    "hooks": info.hooks,
-                    "registered": registered.get(info.name, {}),
-                }
-            )
-        if as_json:
-            echo_json(rows)
-            return
-        for row in rows:
-            tag = " (built-in)" if row["builtin"] else ""
-            click.echo(f"{row['name']} {row['version'] or ''}{tag}")
-            for kind, names in row["registered"].items():
-                click.echo(f"  {kind}: {', '.join(names)}")
-
-    @cli.group(name="list")
-    def list_group() -> None:
-        """List registered components of one kind (architectures, blockers, ...)."""
-
-    def make_lister(kind: str) -> click.Command:
-        @click.command(name=kind, help=f"List registered {kind}.")
-        @click.argument("pattern", default="*")
-        @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-        def lister(pattern: str, as_json: bool) -> None:
-            registry = registries[kind]
-            rows = [
-                {"name": e.name, "plugin": e.plugin, "presets": sorted(e.presets)}
-                for e in registry.entries()
-                if e.name in set(registry.list(pattern))
-            ]
-            if as_json:
-                echo_json(rows)
-                return
-            for row in rows:
-                presets = f"  presets: {', '.join(row['presets'])}" if row["presets"] else ""
-                click.echo(f"{row['name']}  [{row['plugin']}]{presets}")
-
-        return lister
-
-    for kind in KINDS:
-        list_group.add_command(make_lister(kind))
-
-    @list_group.command(name="concepts")
-    @click.argument("pattern", default="*")
-    @click.option("--task", default="image-translation", show_default=True, help="Registered task.")
-    @click.option(
-        "--split", type=click.Choice(["train", "held-out"]), default=None, help="Only this split."
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def list_concepts(pattern: str, task: str, split: str | None, as_json: bool) -> None:
-        """List a task's concepts (id, split, family, prompts); PATTERN matches ids (fnmatch)."""
-        import fnmatch
-
-        from denoised_weights.core.components import create_task
-
+    def lister(ctx: click.Context, pattern: str, as_json: bool) -> None:
+        registry = registries_of(ctx)[kind]
         rows = [
-            {"id": c.id, "split": c.split, "family": c.family, "holdout": c.holdout or None, "prompts": list(c.prompts)}
-            for c in create_task(task, registries=registries).concepts(split)
-            if fnmatch.fnmatch(c.id, pattern)
-        ]  # fmt: skip
+            {"name": e.name, "plugin": e.plugin, "presets": sorted(e.presets)}
+            for e in registry.entries()
+            if e.name in set(registry.list(pattern))
+        ]
         if as_json:
             echo_json(rows)
             return
         for row in rows:
-            click.echo(f"{row['id']:<40} {row['split']:<9} {row['prompts'][0]}")
+            presets = f"  presets: {', '.join(row['presets'])}" if row["presets"] else ""
+            click.echo(f"{row['name']}  [{row['plugin']}]{presets}")
 
-    @cli.command()
-    @click.argument("architecture")
-    @click.option("--preset", "-p", default=None, help="Named preset (e.g. tiny, small, paper).")
-    @click.option("--rank", "-r", type=int, default=None, help="Override the LoRA rank (>= 1).")
-    @click.option(
-        "--block-size", "-b", type=int, default=None, help="Values per weight block (>= 1)."
+    return lister
+
+
+for kind in KINDS:
+    list_group.add_command(make_lister(kind))
+
+
+@list_group.command(name="concepts")
+@click.argument("pattern", default="*")
+@click.option("--task", default="image-translation", show_default=True, help="Registered task.")
+@click.option(
+    "--split", type=click.Choice(["train", "held-out"]), default=None, help="Only this split."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_concepts(
+    ctx: click.Context, pattern: str, task: str, split: str | None, as_json: bool
+) -> None:
+    """List a task's concepts (id, split, family, prompts); PATTERN matches ids (fnmatch)."""
+    import fnmatch
+
+    from denoised_weights.core.components import create_task
+
+    rows = [
+        {"id": c.id, "split": c.split, "family": c.family, "holdout": c.holdout or None, "prompts": list(c.prompts)}
+        for c in create_task(task, registries=registries_of(ctx)).concepts(split)
+        if fnmatch.fnmatch(c.id, pattern)
+    ]  # fmt: skip
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['id']:<40} {row['split']:<9} {row['prompts'][0]}")
+
+
+@click.command()
+@click.argument("architecture")
+@click.option("--preset", "-p", default=None, help="Named preset (e.g. tiny, small, paper).")
+@click.option("--rank", "-r", type=int, default=None, help="Override the LoRA rank (>= 1).")
+@click.option("--block-size", "-b", type=int, default=None, help="Values per weight block (>= 1).")
+@click.option("--blocker", default="layerwise", show_default=True, help="Registered blocker.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def info(
+    ctx: click.Context,
+    architecture: str,
+    preset: str | None,
+    rank: int | None,
+    block_size: int | None,
+    blocker: str,
+    as_json: bool,
+) -> None:
+    """LoRA layers and shapes, parameter counts, block count and fingerprint of ARCHITECTURE."""
+    from denoised_weights.core.components import architecture_info
+
+    data = architecture_info(
+        architecture,
+        preset,
+        rank=rank,
+        block_size=block_size,
+        blocker=blocker,
+        registries=registries_of(ctx),
     )
-    @click.option("--blocker", default="layerwise", show_default=True, help="Registered blocker.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def info(
-        architecture: str,
-        preset: str | None,
-        rank: int | None,
-        block_size: int | None,
-        blocker: str,
-        as_json: bool,
-    ) -> None:
-        """LoRA layers and shapes, parameter counts, block count and fingerprint of ARCHITECTURE."""
-        from denoised_weights.core.components import architecture_info
+    if as_json:
+        echo_json(data)
+        return
+    _print_info(data)
 
-        data = architecture_info(
-            architecture,
-            preset,
-            rank=rank,
-            block_size=block_size,
-            blocker=blocker,
-            registries=registries,
-        )
-        if as_json:
-            echo_json(data)
-            return
-        _print_info(data)
+
+def add_commands(cli: click.Group, registries: Registries | None = None) -> None:
+    cli.add_command(plugins)
+    cli.add_command(list_group)
+    cli.add_command(info)
 
 
 def _print_info(data: dict[str, Any]) -> None:

@@ -6,134 +6,154 @@ from pathlib import Path
 
 import click
 
-from denoised_weights.cli.options import LR, SEED, FiniteFloat, common, existing_dir
+from denoised_weights.cli import echo_json, registries_of
+from denoised_weights.cli.options import (
+    LR,
+    SEED,
+    FiniteFloat,
+    common,
+    existing_dir,
+    parse_task_options,
+)
 
 
-def add_commands(cli: click.Group) -> None:
-    from denoised_weights.cli import echo_json, registries_of
+@click.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Weight dataset (dnw collect).",
+)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", "-p", default=None, help="Model size preset (default: the dataset's).")
+@click.option(
+    "--text-encoder", default="minilm", show_default=True, help="Registered text encoder."
+)
+@click.option("--text-encoder-path", default=None, help="Local model folder (for clip).")
+@click.option("--block-size", type=click.IntRange(min=1), default=None, help="Values per block (preset default; a multiple of 32).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
+@click.option("--lr", type=LR, default=1e-3, show_default=True)
+@click.option("--max-steps", type=click.IntRange(1, 10**8), default=None,
+              help="Training steps (preset default: tiny 500, small 7500 (~27 min on 2 cores), paper 20000).")  # fmt: skip
+@click.option(
+    "--max-minutes", type=FiniteFloat(0, 10**6), default=None, help="Stop after this long."
+)
+@click.option("--val-every", type=click.IntRange(1, 10**8), default=250, show_default=True)
+@click.option("--prediction", type=click.Choice(["epsilon", "sample", "v_prediction"]), default="epsilon", show_default=True)  # fmt: skip
+@click.option("--center/--no-center", default=True, show_default=True,
+              help="Model each block's deviation from the dataset mean, scaled per layer group.")  # fmt: skip
+@click.option("--noisy-share", type=click.FloatRange(0, 1), default=None,
+              help="Share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample/v, 0 for epsilon).")  # fmt: skip
+@click.option("--lr-schedule", type=click.Choice(["cosine", "linear", "constant", "constant_with_warmup"]),
+              default="constant", show_default=True,
+              help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: "
+              "cosine decay reached a one-step cosine of 0.21 where constant reached 0.32).")  # fmt: skip
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Linear warm-up of the cosine, linear and constant_with_warmup schedules.")  # fmt: skip
+@click.option("--objective", type=click.Choice(["weights", "task", "both"]), default="weights", show_default=True,
+              help="weights: denoise the collected LoRAs (the paper); task: the task's own loss of the generated "
+              "LoRAs on fresh data of concepts drawn from the training ranges; both: the sum.")  # fmt: skip
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Base model the generated LoRAs are applied to (--objective task or both).")  # fmt: skip
+@click.option("--task-concepts", type=click.IntRange(1, 4096), default=4, show_default=True, help="Concepts drawn per step (task objective).")  # fmt: skip
+@click.option("--task-batch", type=click.IntRange(1, 4096), default=8, show_default=True, help="Examples of each drawn concept per step.")  # fmt: skip
+@click.option("--task-weight", type=FiniteFloat(0, 1e6), default=1.0, show_default=True, help="Weight of the task loss (--objective both).")  # fmt: skip
+@click.option("--task-option", "-T", "task_option", multiple=True, metavar="KEY=VALUE", help="An option of the task's factory (task objectives).")  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@common
+@click.pass_context
+def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, block_size, batch_size, lr, max_steps,
+        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option,
+        seed, device, overwrite) -> None:  # fmt: skip
+    """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
+    from denoised_weights import api
+    from denoised_weights.core.io import read_json
 
-    @cli.command()
-    @click.option(
-        "--data",
-        required=True,
-        type=click.Path(path_type=Path),
-        help="Weight dataset (dnw collect).",
-    )
-    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
-    @click.option(
-        "--preset", "-p", default=None, help="Model size preset (default: the dataset's)."
-    )
-    @click.option(
-        "--text-encoder", default="minilm", show_default=True, help="Registered text encoder."
-    )
-    @click.option("--text-encoder-path", default=None, help="Local model folder (for clip).")
-    @click.option("--block-size", type=click.IntRange(min=1), default=None, help="Values per block (preset default; a multiple of 32).")  # fmt: skip
-    @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-    @click.option("--lr", type=LR, default=1e-3, show_default=True)
-    @click.option("--max-steps", type=click.IntRange(1, 10**8), default=None,
-                  help="Training steps (preset default: tiny 500, small 7500 (~27 min on 2 cores), paper 20000).")  # fmt: skip
-    @click.option(
-        "--max-minutes", type=FiniteFloat(0, 10**6), default=None, help="Stop after this long."
-    )
-    @click.option("--val-every", type=click.IntRange(1, 10**8), default=250, show_default=True)
-    @click.option("--prediction", type=click.Choice(["epsilon", "sample", "v_prediction"]), default="epsilon", show_default=True)  # fmt: skip
-    @click.option("--center/--no-center", default=True, show_default=True,
-                  help="Model each block's deviation from the dataset mean, scaled per layer group.")  # fmt: skip
-    @click.option("--noisy-share", type=click.FloatRange(0, 1), default=None,
-                  help="Share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample/v, 0 for epsilon).")  # fmt: skip
-    @click.option("--lr-schedule", type=click.Choice(["cosine", "linear", "constant", "constant_with_warmup"]),
-                  default="constant", show_default=True,
-                  help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: "
-                  "cosine decay reached a one-step cosine of 0.21 where constant reached 0.32).")  # fmt: skip
-    @click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True,
-                  help="Linear warm-up of the cosine, linear and constant_with_warmup schedules.")  # fmt: skip
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @common
-    @click.pass_context
-    def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, block_size, batch_size, lr, max_steps,
-            max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, seed, device, overwrite) -> None:  # fmt: skip
-        """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
-        from denoised_weights import api
-        from denoised_weights.core.io import read_json
-
-        existing_dir("--data", data, "a weight dataset folder made by 'dnw collect'")
-        api.fit(
-            data, out, text_encoder=text_encoder, text_encoder_path=text_encoder_path, preset=preset,
-            block_size=block_size, batch_size=batch_size, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
-            val_every=val_every, prediction_type=prediction, seed=seed, center=center, noisy_share=noisy_share,
-            lr_schedule=lr_schedule, warmup_steps=warmup_steps, device=device, overwrite=overwrite,
-            registries=registries_of(ctx),
-        )  # fmt: skip
-        if (out / "generator.json").is_file():
-            info = read_json(out / "generator.json")
-            last = read_json(out / "val_loss.json")[-1]
-            click.echo(
-                f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
-                f"validation loss {last['val_loss']:.4f}, one-step cosine to held-out "
-                f"checkpoints {last.get('val_cos', float('nan')):.3f}"
-            )
-
-    @cli.command()
-    @click.option("--generator", "-g", default=None, type=click.Path(path_type=Path), help="Folder made by dnw fit (default: the pretrained pack's).")  # fmt: skip
-    @click.option("--task", default="image-translation", show_default=True, help="Whose pretrained pack to use without --generator.")  # fmt: skip
-    @click.option("--prompt", required=True, help="The new concept's text.")
-    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Adapter folder to write.")  # fmt: skip
-    @click.option("--steps", type=click.IntRange(1, 1000), default=1, show_default=True, help="1: one-step; more: DDIM (trailing).")  # fmt: skip
-    @click.option("--timestep", type=click.IntRange(0, 999), default=None, help="Noise-biased timestep of the one-step path (generator default).")  # fmt: skip
-    @click.option(
-        "--start",
-        type=click.Choice(["mean", "noise"]),
-        default=None,
-        help="One-step starting point.",
-    )
-    @click.option("--guidance", type=click.FloatRange(0, 10, min_open=True), default=None,
-                  help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
-                  "(generator default, else 1; the README measures G).")  # fmt: skip
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option("--warmup/--no-warmup", default=True, show_default=True,
-                  help="Run the whole generation once first, untimed, into a scratch folder (lazy "
-                  "imports, kernel and tokenizer set-up), as a long-running service would; its time "
-                  "is reported as first_call_seconds.")  # fmt: skip
-    @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only the adapter files).")  # fmt: skip
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @click.pass_context
-    def generate(ctx, generator, task, prompt, out, steps, timestep, start, guidance, seed, warmup, overwrite, as_json) -> None:  # fmt: skip
-        """Generate a PEFT LoRA adapter for PROMPT: every block in one batched denoising step."""
-        import tempfile
-
-        from denoised_weights.generators.diffusion import DiffusionGenerator
-        from denoised_weights.pipeline.generate import generate_adapter
-        from denoised_weights.pipeline.pack import default_generator
-
-        if not prompt.strip():
-            raise click.BadParameter(
-                "the prompt is empty; say what the new concept is", param_hint="--prompt"
-            )
-        existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
-        gen = DiffusionGenerator(
-            generator or default_generator(task), registries=registries_of(ctx)
+    existing_dir("--data", data, "a weight dataset folder made by 'dnw collect'")
+    api.fit(
+        data, out, text_encoder=text_encoder, text_encoder_path=text_encoder_path, preset=preset,
+        block_size=block_size, batch_size=batch_size, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
+        val_every=val_every, prediction_type=prediction, seed=seed, center=center, noisy_share=noisy_share,
+        lr_schedule=lr_schedule, warmup_steps=warmup_steps, objective=objective,
+        base=str(base) if base else None, task_concepts=task_concepts, task_batch=task_batch,
+        task_weight=task_weight, task_options=parse_task_options(task_option, None) or None,
+        device=device, overwrite=overwrite,
+        registries=registries_of(ctx),
+    )  # fmt: skip
+    if (out / "generator.json").is_file():
+        info = read_json(out / "generator.json")
+        last = read_json(out / "val_loss.json")[-1]
+        click.echo(
+            f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
+            f"validation loss {last['val_loss']:.4f}, one-step cosine to held-out "
+            f"checkpoints {last.get('val_cos', float('nan')):.3f}"
         )
-        options = dict(seed=seed, steps=steps, timestep=timestep, start=start, guidance=guidance)
-        first = None
-        if warmup:  # the whole path once, written to a scratch folder
-            with tempfile.TemporaryDirectory() as tmp:
-                first = generate_adapter(prompt, Path(tmp) / "warmup", generator=gen, **options)[
-                    "generation_seconds"
-                ]
-        result = generate_adapter(prompt, out, generator=gen, overwrite=overwrite, **options)
-        result.pop("state")
-        result["first_call_seconds"] = first
-        if result["prompt_tokens_used"] < result["prompt_tokens"]:
-            click.echo(
-                f"warning: the prompt has {result['prompt_tokens']:,} tokens; the text encoder reads "
-                f"only the first {result['prompt_tokens_used']} ({short(prompt)})", err=True
-            )  # fmt: skip
-        if as_json:
-            echo_json(result)
-        else:
-            click.echo(f"adapter for {short(prompt)} in {out} ({result['n_blocks']} blocks, {result['generation_seconds']:.3f} s)")  # fmt: skip
+
+
+@click.command()
+@click.option("--generator", "-g", default=None, type=click.Path(path_type=Path), help="Folder made by dnw fit (default: the pretrained pack's).")  # fmt: skip
+@click.option("--task", default="image-translation", show_default=True, help="Whose pretrained pack to use without --generator.")  # fmt: skip
+@click.option("--prompt", required=True, help="The new concept's text.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Adapter folder to write.")  # fmt: skip
+@click.option("--steps", type=click.IntRange(1, 1000), default=1, show_default=True, help="1: one-step; more: DDIM (trailing).")  # fmt: skip
+@click.option("--timestep", type=click.IntRange(0, 999), default=None, help="Noise-biased timestep of the one-step path (generator default).")  # fmt: skip
+@click.option(
+    "--start",
+    type=click.Choice(["mean", "noise"]),
+    default=None,
+    help="One-step starting point.",
+)
+@click.option("--guidance", type=click.FloatRange(0, 10, min_open=True), default=None,
+              help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
+              "(generator default, else 1; the README measures G).")  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--warmup/--no-warmup", default=True, show_default=True,
+              help="Run the whole generation once first, untimed, into a scratch folder (lazy "
+              "imports, kernel and tokenizer set-up), as a long-running service would; its time "
+              "is reported as first_call_seconds.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only the adapter files).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def generate(ctx, generator, task, prompt, out, steps, timestep, start, guidance, seed, warmup, overwrite, as_json) -> None:  # fmt: skip
+    """Generate a PEFT LoRA adapter for PROMPT: every block in one batched denoising step."""
+    import tempfile
+
+    from denoised_weights.generators.diffusion import DiffusionGenerator
+    from denoised_weights.pipeline.generate import generate_adapter
+    from denoised_weights.pipeline.pack import default_generator
+
+    if not prompt.strip():
+        raise click.BadParameter(
+            "the prompt is empty; say what the new concept is", param_hint="--prompt"
+        )
+    existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
+    gen = DiffusionGenerator(generator or default_generator(task), registries=registries_of(ctx))
+    options = dict(seed=seed, steps=steps, timestep=timestep, start=start, guidance=guidance)
+    first = None
+    if warmup:  # the whole path once, written to a scratch folder
+        with tempfile.TemporaryDirectory() as tmp:
+            first = generate_adapter(prompt, Path(tmp) / "warmup", generator=gen, **options)[
+                "generation_seconds"
+            ]
+    result = generate_adapter(prompt, out, generator=gen, overwrite=overwrite, **options)
+    result.pop("state")
+    result["first_call_seconds"] = first
+    if result["prompt_tokens_used"] < result["prompt_tokens"]:
+        click.echo(
+            f"warning: the prompt has {result['prompt_tokens']:,} tokens; the text encoder reads "
+            f"only the first {result['prompt_tokens_used']} ({short(prompt)})", err=True
+        )  # fmt: skip
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"adapter for {short(prompt)} in {out} ({result['n_blocks']} blocks, {result['generation_seconds']:.3f} s)")  # fmt: skip
 
 
 def short(text: str, limit: int = 60) -> str:
     """A prompt as shown in messages: quoted, cut to ``limit`` characters."""
     return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
+
+
+def add_commands(cli: click.Group) -> None:
+    cli.add_command(fit)
+    cli.add_command(generate)

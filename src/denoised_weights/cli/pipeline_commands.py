@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.cli.options import (
     LR,
     SEED,
@@ -23,291 +24,300 @@ OUT = click.Path(file_okay=False, path_type=Path)
 DIR = click.Path(path_type=Path)
 
 
+@click.command()
+@task_options
+@arch_options
+@click.option("--out", "-o", required=True, type=OUT)
+@click.option(
+    "--steps",
+    type=positive(),
+    default=None,
+    help="Training steps (default: the task's preset).",
+)
+@click.option("--concepts", "n_concepts", type=positive(), default=None, help="Training concepts to mix (default: all).")  # fmt: skip
+@click.option("--batch-size", type=positive(4096), default=8, show_default=True)
+@click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@common
+@click.pass_context
+def base(ctx, task, task_option, photos, architecture, preset, out, steps, n_concepts, batch_size, lr, seed, device, overwrite) -> None:  # fmt: skip
+    """Pretrain the base network on a mixture of training concepts (resumable)."""
+    from denoised_weights import api
+    from denoised_weights.core.io import read_json
+
+    api.train_base(out, task=task, task_options=parse_task_options(task_option, photos),
+                   architecture=architecture, preset=preset,
+                   n_concepts=n_concepts, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                   device=device, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
+    seconds = read_json(out / "base.json")["train_seconds"]
+    click.echo(f"base model in {out} ({seconds:.0f} s of training)")
+
+
+@click.command()
+@task_options
+@arch_options
+@click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
+@click.option("--out", "-o", required=True, type=OUT, help="Dataset folder.")
+@click.option("--concepts", "n_concepts", type=positive(), default=None, help="First N training concepts (spread over the catalogue).")  # fmt: skip
+@click.option("--max-parts", "--max-primitives", "max_parts", type=click.IntRange(1, 3), default=None,
+              help="Only concepts of at most this many parts (1: every single edit at every train value).")  # fmt: skip
+@click.option("--split", type=click.Choice(["train"]), default="train", show_default=True, help="Only training concepts are ever collected.")  # fmt: skip
+@click.option("--checkpoints", "-k", type=positive(1000), default=4, show_default=True, help="Checkpoints kept per concept.")  # fmt: skip
+@click.option("--max-steps", type=positive(), default=400, show_default=True, help="Step budget before keeping checkpoints.")  # fmt: skip
+@click.option("--eval-every", type=positive(), default=25, show_default=True)
+@click.option("--interval", type=positive(), default=25, show_default=True, help="Steps between kept checkpoints.")  # fmt: skip
+@click.option(
+    "--lr", type=LR, default=None, help="LoRA learning rate (default: the architecture's)."
+)
+@click.option(
+    "--shard", default=None, help="Collect only part i of n (i/n), e.g. one machine of several."
+)
+@click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes on this machine.")  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@common
+@click.pass_context
+def collect(ctx, task, task_option, photos, architecture, preset, base, out, n_concepts, max_parts, split,
+            checkpoints, max_steps, eval_every, interval, lr, shard, workers, seed, device, overwrite) -> None:  # fmt: skip
+    """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
+    from denoised_weights import api
+
+    existing_dir("--base", base, "a base model folder made by 'dnw base'")
+    dataset = api.collect(
+        base, out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
+        preset=preset, n_concepts=n_concepts,
+        max_parts=max_parts, checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
+        interval=interval, lr=lr, seed=seed, shard=shard, workers=workers, device=device,
+        overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
+    )  # fmt: skip
+    info = dataset.info()
+    click.echo(f"{info['concepts']} concepts, {info['entries']} entries in {out}")
+
+
+@click.group()
+def dataset() -> None:
+    """Inspect weight datasets."""
+
+
+@dataset.command(name="info")
+@click.argument("path", type=DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dataset_info(path: Path, as_json: bool) -> None:
+    """Counts, fingerprint and size of a weight dataset."""
+    from denoised_weights.core.dataset import WeightDataset
+
+    info = WeightDataset(path).info()
+    if as_json:
+        echo_json(info)
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")
+
+
+@dataset.command(name="verify")
+@click.argument("path", type=DIR)
+def dataset_verify(path: Path) -> None:
+    """Check every shard is readable and matches the manifest (non-zero exit otherwise)."""
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.core.errors import DnwError
+
+    ds = WeightDataset(path)
+    problems = ds.verify()
+    if problems:
+        for p in problems[:20]:
+            click.echo(p, err=True)
+        raise DnwError(f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again")  # fmt: skip
+    click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
+
+
+@click.command()
+@task_options
+@arch_options
+@click.option("--pairs", "pairs_dir", type=DIR, default=None, help="Training data folder (image translation: A/ and B/ pairs).")  # fmt: skip
+@click.option(
+    "--eval-pairs", type=DIR, default=None, help="Eval data folder (default: 10% of --pairs)."
+)
+@click.option(
+    "--concept", "-c", default=None, help="Or a concept of the task (its data is made here)."
+)
+@click.option(
+    "--prompt",
+    default=None,
+    help="The concept's text (default with --concept: its first prompt).",
+)
+@click.option("--init", "init", default="standard", show_default=True, help="scratch | standard | generated | mean | nearest | noisy-nearest | fine.")  # fmt: skip
+@click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
+@click.option("--generator", "-g", type=DIR, default=None, help="Generator folder (--init generated; default: the pack's).")  # fmt: skip
+@click.option(
+    "--data",
+    type=DIR,
+    default=None,
+    help="Weight dataset (--init mean, nearest, noisy-nearest, fine).",
+)
+@click.option("--max-steps", type=positive(), default=600, show_default=True)
+@click.option("--eval-every", type=positive(), default=50, show_default=True)
+@click.option("--batch-size", type=positive(4096), default=8, show_default=True)
+@click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA).")  # fmt: skip
+@click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", "-o", required=True, type=OUT)
+@common
+@click.pass_context
+def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, eval_pairs, concept, prompt, init,
+             base, generator, data, max_steps, eval_every, batch_size, lr, metrics, seed, out, device, overwrite) -> None:  # fmt: skip
+    """Train one concept from scratch or from a base + LoRA init (resumable)."""
+    from denoised_weights import api
+    from denoised_weights.pipeline.finetune import summarise_curve
+
+    regs = registries_of(ctx)
+    names = csv(metrics)
+    for name in names:
+        regs.metrics.get(name)  # an unknown metric: a one-line error before any work
+    existing_dir("--pairs", pairs_dir, "a folder of training pairs")
+    curve = api.finetune(
+        out, task=task, task_options=parse_task_options(task_option, photos), concept=concept, pairs=pairs_dir,
+        eval_pairs=eval_pairs, prompt=prompt, init=init, base=base, generator=generator, data=data,
+        architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
+        batch_size=batch_size, lr=lr, metrics=names or None, seed=seed, device=device, overwrite=overwrite,
+        registries=regs,
+    )  # fmt: skip
+    click.echo(f"{init}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")
+
+
+@click.command()
+@task_options
+@arch_options
+@click.option("--concept", "-c", default=None, help="A concept of the task (id or prompt).")
+@click.option("--pairs", "pairs_dir", type=DIR, default=None, help="Or a data folder (A/ and B/).")
+@click.option("--prompt", default=None, help="Prompt for --pairs (default: the folder name).")
+@click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
+@click.option(
+    "--inits", default="scratch,standard", show_default=True, help="Comma-separated inits."
+)
+@click.option("--generator", "-g", type=DIR, default=None)
+@click.option("--data", type=DIR, default=None)
+@click.option("--max-steps", type=positive(), default=600, show_default=True)
+@click.option("--eval-every", type=positive(), default=50, show_default=True)
+@click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workdir", "-o", required=True, type=OUT)
+@common
+@click.pass_context
+def compare(ctx, task, task_option, photos, architecture, preset, concept, pairs_dir, prompt, base, inits,
+            generator, data, max_steps, eval_every, metrics, seed, workdir, device, overwrite) -> None:  # fmt: skip
+    """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate."""
+    from denoised_weights import api
+    from denoised_weights.pipeline.compare import format_table
+
+    result = api.compare(
+        workdir, task=task, task_options=parse_task_options(task_option, photos), concept=concept,
+        pairs=pairs_dir, prompt=prompt, base=base, inits=csv(inits), generator=generator, data=data,
+        architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
+        metrics=csv(metrics) or None, seed=seed, device=device, overwrite=overwrite, registries=registries_of(ctx),
+    )  # fmt: skip
+    click.echo(format_table([result]))
+
+
+@click.command()
+@task_options
+@click.option("--preset", "-p", default="small", show_default=True, help="The task's run preset (image translation: smoke, demo, small, paper).")  # fmt: skip
+@click.option("--out", "-o", required=True, type=OUT)
+@click.option("--base", type=DIR, default=None, help="Reuse a base (dnw base).")
+@click.option("--data", type=DIR, default=None, help="Reuse a weight dataset (dnw collect).")
+@click.option("--generator", "-g", type=DIR, default=None, help="Reuse a generator (dnw fit).")
+@click.option("--concepts", default=None, help="Comma-separated held-out concept ids (preset default: a spread-out choice).")  # fmt: skip
+@click.option(
+    "--seeds", type=positive(100), default=None, help="Seeds per concept (preset default)."
+)
+@click.option(
+    "--inits",
+    default="scratch,standard,generated,mean,nearest,noisy-nearest,fine",
+    show_default=True,
+)
+@click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
+@click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes for collection and fine-tuning (cores/W threads each).")  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--step0-only", is_flag=True, help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.")  # fmt: skip
+@common
+@click.pass_context
+def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator, concepts, seeds, inits,
+              max_steps, workers, seed, step0_only, device, overwrite) -> None:  # fmt: skip
+    """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
+    from denoised_weights import api
+    from denoised_weights.pipeline.report import headline_table, step0_table
+
+    for option, path in (("--base", base), ("--data", data), ("--generator", generator)):
+        existing_dir(option, path, "a folder made by the matching dnw command")
+    results = api.benchmark(
+        out, task=task, task_options=parse_task_options(task_option, photos), preset=preset, base=base,
+        data=data, generator=generator, concepts=csv(concepts) or None, seeds=seeds, inits=csv(inits),
+        max_steps=max_steps, workers=workers, seed=seed, step0_only=step0_only, device=device,
+        overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
+    )  # fmt: skip
+    if step0_only:
+        click.echo(step0_table(results["step0"]))
+        click.echo(f"per-concept values: {out / 'step0.json'}")
+        return
+    click.echo(headline_table(results))
+    click.echo(f"results.json, report.md, plots/ and grids/ in {out}")
+
+
+@click.command()
+@task_options
+@click.option("--workdir", type=OUT, default=Path("runs/demo"), show_default=True)
+@click.option("--from-scratch", is_flag=True, help="Build base, dataset and generator here instead of using the pretrained pack.")  # fmt: skip
+@click.option("--preset", "-p", default="demo", show_default=True, help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).")  # fmt: skip
+@click.option("--concepts", "n_concepts", type=positive(100), default=1, show_default=True, help="Held-out concepts.")  # fmt: skip
+@click.option("--inits", default="scratch,standard,generated", show_default=True)
+@click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present, else CPU), cpu, cuda.",
+)
+@click.pass_context
+def demo(ctx, task, task_option, photos, workdir, from_scratch, preset, n_concepts, inits, max_steps, seed, device) -> None:  # fmt: skip
+    """The main job: a base and a generator (pretrained or built here, resumable), then
+    unseen concepts fine-tuned from every init, with the headline table and plots."""
+    from denoised_weights import api
+    from denoised_weights.pipeline.report import headline_table
+
+    results = api.demo(
+        workdir, task=task, task_options=parse_task_options(task_option, photos), from_scratch=from_scratch,
+        preset=preset, n_concepts=n_concepts, inits=csv(inits), max_steps=max_steps, seed=seed,
+        device=device, registries=registries_of(ctx), echo=click.echo,
+    )  # fmt: skip
+    click.echo(headline_table(results))
+    click.echo(
+        f"report: {workdir / 'report.md'}; plots: {workdir / 'plots'}; pictures: {workdir / 'grids'}"
+    )
+
+
+@click.command()
+@click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
+@click.option("--generator", "-g", required=True, type=DIR, help="Generator folder (dnw fit).")
+@click.option(
+    "--data", type=DIR, default=None, help="Its weight dataset (figures for the provenance)."
+)
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A results.json to quote in the provenance.")  # fmt: skip
+@click.option("--out", "-o", required=True, type=OUT, help="Pack folder (never inside the installed package; 'make pack' copies a pack into the source tree).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only what this command wrote).")  # fmt: skip
+@click.pass_context
+def pack(ctx, base, generator, data, results, out, overwrite) -> None:
+    """Write a pretrained pack (base + generator, at most 20 MiB) with its provenance."""
+    from denoised_weights import api
+
+    info = api.pack(base, generator, out, data=data, results=results, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
+    click.echo(f"pack in {out}: {info['size_bytes'] / 2**20:.1f} MiB, commit {info['commit']}")
+
+
 def add_commands(cli: click.Group) -> None:
-    from denoised_weights.cli import echo_json, registries_of
-
-    @cli.command()
-    @task_options
-    @arch_options
-    @click.option("--out", "-o", required=True, type=OUT)
-    @click.option(
-        "--steps",
-        type=positive(),
-        default=None,
-        help="Training steps (default: the task's preset).",
-    )
-    @click.option("--concepts", "n_concepts", type=positive(), default=None, help="Training concepts to mix (default: all).")  # fmt: skip
-    @click.option("--batch-size", type=positive(4096), default=8, show_default=True)
-    @click.option(
-        "--lr", type=LR, default=None, help="Learning rate (default: the architecture's)."
-    )
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @common
-    @click.pass_context
-    def base(ctx, task, task_option, photos, architecture, preset, out, steps, n_concepts, batch_size, lr, seed, device, overwrite) -> None:  # fmt: skip
-        """Pretrain the base network on a mixture of training concepts (resumable)."""
-        from denoised_weights import api
-        from denoised_weights.core.io import read_json
-
-        api.train_base(out, task=task, task_options=parse_task_options(task_option, photos),
-                       architecture=architecture, preset=preset,
-                       n_concepts=n_concepts, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                       device=device, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
-        seconds = read_json(out / "base.json")["train_seconds"]
-        click.echo(f"base model in {out} ({seconds:.0f} s of training)")
-
-    @cli.command()
-    @task_options
-    @arch_options
-    @click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
-    @click.option("--out", "-o", required=True, type=OUT, help="Dataset folder.")
-    @click.option("--concepts", "n_concepts", type=positive(), default=None, help="First N training concepts (spread over the catalogue).")  # fmt: skip
-    @click.option("--max-parts", "--max-primitives", "max_parts", type=click.IntRange(1, 3), default=None,
-                  help="Only concepts of at most this many parts (1: every single edit at every train value).")  # fmt: skip
-    @click.option("--split", type=click.Choice(["train"]), default="train", show_default=True, help="Only training concepts are ever collected.")  # fmt: skip
-    @click.option("--checkpoints", "-k", type=positive(1000), default=4, show_default=True, help="Checkpoints kept per concept.")  # fmt: skip
-    @click.option("--max-steps", type=positive(), default=400, show_default=True, help="Step budget before keeping checkpoints.")  # fmt: skip
-    @click.option("--eval-every", type=positive(), default=25, show_default=True)
-    @click.option("--interval", type=positive(), default=25, show_default=True, help="Steps between kept checkpoints.")  # fmt: skip
-    @click.option(
-        "--lr", type=LR, default=None, help="LoRA learning rate (default: the architecture's)."
-    )
-    @click.option(
-        "--shard", default=None, help="Collect only part i of n (i/n), e.g. one machine of several."
-    )
-    @click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes on this machine.")  # fmt: skip
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @common
-    @click.pass_context
-    def collect(ctx, task, task_option, photos, architecture, preset, base, out, n_concepts, max_parts, split,
-                checkpoints, max_steps, eval_every, interval, lr, shard, workers, seed, device, overwrite) -> None:  # fmt: skip
-        """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
-        from denoised_weights import api
-
-        existing_dir("--base", base, "a base model folder made by 'dnw base'")
-        dataset = api.collect(
-            base, out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
-            preset=preset, n_concepts=n_concepts,
-            max_parts=max_parts, checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
-            interval=interval, lr=lr, seed=seed, shard=shard, workers=workers, device=device,
-            overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
-        )  # fmt: skip
-        info = dataset.info()
-        click.echo(f"{info['concepts']} concepts, {info['entries']} entries in {out}")
-
-    @cli.group()
-    def dataset() -> None:
-        """Inspect weight datasets."""
-
-    @dataset.command(name="info")
-    @click.argument("path", type=DIR)
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def dataset_info(path: Path, as_json: bool) -> None:
-        """Counts, fingerprint and size of a weight dataset."""
-        from denoised_weights.core.dataset import WeightDataset
-
-        info = WeightDataset(path).info()
-        if as_json:
-            echo_json(info)
-            return
-        for key, value in info.items():
-            click.echo(f"{key}: {value}")
-
-    @dataset.command(name="verify")
-    @click.argument("path", type=DIR)
-    def dataset_verify(path: Path) -> None:
-        """Check every shard is readable and matches the manifest (non-zero exit otherwise)."""
-        from denoised_weights.core.dataset import WeightDataset
-        from denoised_weights.core.errors import DnwError
-
-        ds = WeightDataset(path)
-        problems = ds.verify()
-        if problems:
-            for p in problems[:20]:
-                click.echo(p, err=True)
-            raise DnwError(f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again")  # fmt: skip
-        click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
-
-    @cli.command()
-    @task_options
-    @arch_options
-    @click.option("--pairs", "pairs_dir", type=DIR, default=None, help="Training data folder (image translation: A/ and B/ pairs).")  # fmt: skip
-    @click.option(
-        "--eval-pairs", type=DIR, default=None, help="Eval data folder (default: 10% of --pairs)."
-    )
-    @click.option(
-        "--concept", "-c", default=None, help="Or a concept of the task (its data is made here)."
-    )
-    @click.option(
-        "--prompt",
-        default=None,
-        help="The concept's text (default with --concept: its first prompt).",
-    )
-    @click.option("--init", "init", default="standard", show_default=True, help="scratch | standard | generated | mean | nearest | noisy-nearest | fine.")  # fmt: skip
-    @click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
-    @click.option("--generator", "-g", type=DIR, default=None, help="Generator folder (--init generated; default: the pack's).")  # fmt: skip
-    @click.option(
-        "--data",
-        type=DIR,
-        default=None,
-        help="Weight dataset (--init mean, nearest, noisy-nearest, fine).",
-    )
-    @click.option("--max-steps", type=positive(), default=600, show_default=True)
-    @click.option("--eval-every", type=positive(), default=50, show_default=True)
-    @click.option("--batch-size", type=positive(4096), default=8, show_default=True)
-    @click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA).")  # fmt: skip
-    @click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option("--out", "-o", required=True, type=OUT)
-    @common
-    @click.pass_context
-    def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, eval_pairs, concept, prompt, init,
-                 base, generator, data, max_steps, eval_every, batch_size, lr, metrics, seed, out, device, overwrite) -> None:  # fmt: skip
-        """Train one concept from scratch or from a base + LoRA init (resumable)."""
-        from denoised_weights import api
-        from denoised_weights.pipeline.finetune import summarise_curve
-
-        regs = registries_of(ctx)
-        names = csv(metrics)
-        for name in names:
-            regs.metrics.get(name)  # an unknown metric: a one-line error before any work
-        existing_dir("--pairs", pairs_dir, "a folder of training pairs")
-        curve = api.finetune(
-            out, task=task, task_options=parse_task_options(task_option, photos), concept=concept, pairs=pairs_dir,
-            eval_pairs=eval_pairs, prompt=prompt, init=init, base=base, generator=generator, data=data,
-            architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
-            batch_size=batch_size, lr=lr, metrics=names or None, seed=seed, device=device, overwrite=overwrite,
-            registries=regs,
-        )  # fmt: skip
-        click.echo(f"{init}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")
-
-    @cli.command()
-    @task_options
-    @arch_options
-    @click.option("--concept", "-c", default=None, help="A concept of the task (id or prompt).")
-    @click.option(
-        "--pairs", "pairs_dir", type=DIR, default=None, help="Or a data folder (A/ and B/)."
-    )
-    @click.option("--prompt", default=None, help="Prompt for --pairs (default: the folder name).")
-    @click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
-    @click.option(
-        "--inits", default="scratch,standard", show_default=True, help="Comma-separated inits."
-    )
-    @click.option("--generator", "-g", type=DIR, default=None)
-    @click.option("--data", type=DIR, default=None)
-    @click.option("--max-steps", type=positive(), default=600, show_default=True)
-    @click.option("--eval-every", type=positive(), default=50, show_default=True)
-    @click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option("--workdir", "-o", required=True, type=OUT)
-    @common
-    @click.pass_context
-    def compare(ctx, task, task_option, photos, architecture, preset, concept, pairs_dir, prompt, base, inits,
-                generator, data, max_steps, eval_every, metrics, seed, workdir, device, overwrite) -> None:  # fmt: skip
-        """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate."""
-        from denoised_weights import api
-        from denoised_weights.pipeline.compare import format_table
-
-        result = api.compare(
-            workdir, task=task, task_options=parse_task_options(task_option, photos), concept=concept,
-            pairs=pairs_dir, prompt=prompt, base=base, inits=csv(inits), generator=generator, data=data,
-            architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
-            metrics=csv(metrics) or None, seed=seed, device=device, overwrite=overwrite, registries=registries_of(ctx),
-        )  # fmt: skip
-        click.echo(format_table([result]))
-
-    @cli.command()
-    @task_options
-    @click.option("--preset", "-p", default="small", show_default=True, help="The task's run preset (image translation: smoke, demo, small, paper).")  # fmt: skip
-    @click.option("--out", "-o", required=True, type=OUT)
-    @click.option("--base", type=DIR, default=None, help="Reuse a base (dnw base).")
-    @click.option("--data", type=DIR, default=None, help="Reuse a weight dataset (dnw collect).")
-    @click.option("--generator", "-g", type=DIR, default=None, help="Reuse a generator (dnw fit).")
-    @click.option("--concepts", default=None, help="Comma-separated held-out concept ids (preset default: a spread-out choice).")  # fmt: skip
-    @click.option(
-        "--seeds", type=positive(100), default=None, help="Seeds per concept (preset default)."
-    )
-    @click.option(
-        "--inits",
-        default="scratch,standard,generated,mean,nearest,noisy-nearest,fine",
-        show_default=True,
-    )
-    @click.option(
-        "--max-steps", type=positive(), default=None, help="Step budget (preset default)."
-    )
-    @click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes for collection and fine-tuning (cores/W threads each).")  # fmt: skip
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option("--step0-only", is_flag=True, help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.")  # fmt: skip
-    @common
-    @click.pass_context
-    def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator, concepts, seeds, inits,
-                  max_steps, workers, seed, step0_only, device, overwrite) -> None:  # fmt: skip
-        """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
-        from denoised_weights import api
-        from denoised_weights.pipeline.report import headline_table, step0_table
-
-        for option, path in (("--base", base), ("--data", data), ("--generator", generator)):
-            existing_dir(option, path, "a folder made by the matching dnw command")
-        results = api.benchmark(
-            out, task=task, task_options=parse_task_options(task_option, photos), preset=preset, base=base,
-            data=data, generator=generator, concepts=csv(concepts) or None, seeds=seeds, inits=csv(inits),
-            max_steps=max_steps, workers=workers, seed=seed, step0_only=step0_only, device=device,
-            overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
-        )  # fmt: skip
-        if step0_only:
-            click.echo(step0_table(results["step0"]))
-            click.echo(f"per-concept values: {out / 'step0.json'}")
-            return
-        click.echo(headline_table(results))
-        click.echo(f"results.json, report.md, plots/ and grids/ in {out}")
-
-    @cli.command()
-    @task_options
-    @click.option("--workdir", type=OUT, default=Path("runs/demo"), show_default=True)
-    @click.option("--from-scratch", is_flag=True, help="Build base, dataset and generator here instead of using the pretrained pack.")  # fmt: skip
-    @click.option("--preset", "-p", default="demo", show_default=True, help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).")  # fmt: skip
-    @click.option("--concepts", "n_concepts", type=positive(100), default=1, show_default=True, help="Held-out concepts.")  # fmt: skip
-    @click.option("--inits", default="scratch,standard,generated", show_default=True)
-    @click.option(
-        "--max-steps", type=positive(), default=None, help="Step budget (preset default)."
-    )
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        help="auto (CUDA when present, else CPU), cpu, cuda.",
-    )
-    @click.pass_context
-    def demo(ctx, task, task_option, photos, workdir, from_scratch, preset, n_concepts, inits, max_steps, seed, device) -> None:  # fmt: skip
-        """The main job: a base and a generator (pretrained or built here, resumable), then
-        unseen concepts fine-tuned from every init, with the headline table and plots."""
-        from denoised_weights import api
-        from denoised_weights.pipeline.report import headline_table
-
-        results = api.demo(
-            workdir, task=task, task_options=parse_task_options(task_option, photos), from_scratch=from_scratch,
-            preset=preset, n_concepts=n_concepts, inits=csv(inits), max_steps=max_steps, seed=seed,
-            device=device, registries=registries_of(ctx), echo=click.echo,
-        )  # fmt: skip
-        click.echo(headline_table(results))
-        click.echo(
-            f"report: {workdir / 'report.md'}; plots: {workdir / 'plots'}; pictures: {workdir / 'grids'}"
-        )
-
-    @cli.command()
-    @click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
-    @click.option("--generator", "-g", required=True, type=DIR, help="Generator folder (dnw fit).")
-    @click.option(
-        "--data", type=DIR, default=None, help="Its weight dataset (figures for the provenance)."
-    )
-    @click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A results.json to quote in the provenance.")  # fmt: skip
-    @click.option("--out", "-o", required=True, type=OUT, help="Pack folder (never inside the installed package; 'make pack' copies a pack into the source tree).")  # fmt: skip
-    @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only what this command wrote).")  # fmt: skip
-    @click.pass_context
-    def pack(ctx, base, generator, data, results, out, overwrite) -> None:
-        """Write a pretrained pack (base + generator, at most 20 MiB) with its provenance."""
-        from denoised_weights import api
-
-        info = api.pack(base, generator, out, data=data, results=results, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
-        click.echo(f"pack in {out}: {info['size_bytes'] / 2**20:.1f} MiB, commit {info['commit']}")
+    cli.add_command(base)
+    cli.add_command(collect)
+    cli.add_command(dataset)
+    cli.add_command(finetune)
+    cli.add_command(compare)
+    cli.add_command(benchmark)
+    cli.add_command(demo)
+    cli.add_command(pack)

@@ -138,6 +138,11 @@ class WeightBlocker(ABC):
     def from_blocks(self, blocks: torch.Tensor) -> StateDict:
         """The exact inverse of :meth:`to_blocks`."""
 
+    def from_blocks_differentiable(self, blocks: torch.Tensor) -> StateDict:
+        """:meth:`from_blocks` that keeps the autograd graph and the device (for training a
+        generator through what its weights do)."""
+        raise DnwError(f"{type(self).__name__} cannot un-block differentiably")
+
     @property
     @abstractmethod
     def n_blocks(self) -> int:
@@ -430,6 +435,14 @@ class Task(ABC):
                 outs.append(self.postprocess(arch.forward(model, chunk)).cpu())
         model.train(was)
         return torch.cat(outs)
+
+    def loss(self, output: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The task's own differentiable loss of the network's raw output on a batch (image
+        translation: L1 to the targets; a classifier: cross-entropy). Training a generator on
+        what its weights do (``dnw fit --objective task``) backpropagates through it."""
+        raise DnwError(
+            f"task {self.name!r} defines no differentiable loss (Task.loss); use --objective weights"
+        )
 
     def postprocess(self, output: torch.Tensor) -> torch.Tensor:
         """What :meth:`predict` makes of the network's raw output (e.g. clamp to [0, 1])."""

@@ -135,6 +135,19 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
 
+def lora_parameter_names(model: nn.Module) -> dict[str, str]:
+    """LoRA state key -> the name of the model's parameter that holds it (peft inserts the
+    adapter name: ``"stem.conv.lora_A.weight"`` -> ``"stem.conv.lora_A.default.weight"``),
+    for functional calls that put generated weights in place of the adapter's."""
+    out = {}
+    for name, _ in model.named_parameters():
+        if ".lora_" in name:
+            out[name.replace(f".{ADAPTER_NAME}.", ".", 1)] = name
+        elif ".modules_to_save." in name:
+            out[name.replace(f".modules_to_save.{ADAPTER_NAME}.", ".", 1)] = name
+    return out
+
+
 def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy ``state`` into the model's LoRA; every key must match in name and shape."""
     current = lora_state(model)

@@ -102,6 +102,12 @@ def _load_entry_points(
     if strict is None:
         strict = _truthy(os.environ.get("DNW_PLUGINS_STRICT"))
     seen: set[str] = set()
+    found = {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT)}
+    for name in sorted(set(allow or []) - found):
+        _warn(
+            f"DNW_PLUGINS names {name!r}, which is not installed "
+            f"(installed: {', '.join(sorted(found)) or 'none'}); it is ignored"
+        )
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
         if ep.name in seen or (allow is not None and ep.name not in allow):
             continue

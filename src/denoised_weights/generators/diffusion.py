@@ -1,52 +1,34 @@
-"""The text-conditioned diffusion model over weight blocks: ``fit`` and one-step generation.
+"""The text-conditioned diffusion model over weight blocks: loading a fitted one and one-step
+generation (fitting it is a pipeline stage: :mod:`denoised_weights.pipeline.fit`).
 
-Training (``fit``): every LoRA of the weight dataset goes through the layerwise blocker (its
-statistics fitted on the training entries and saved with the model); a sample is a block index
-n, the normalised block w_n and one of the concept's prompt paraphrases; the loss is
-‖ε − ε̂(α_t·w_n + σ_t·ε, t, n, τ(prompt))‖² with diffusers' DDPM schedule (``clip_sample`` off).
+Generation: all N blocks are denoised in one batched forward from a noise-biased timestep t,
+starting at w_t = α_t·w̄ + σ_t·ε (w̄: the dataset's mean blocks, ``start="mean"``; zero once
+centred) or at pure noise (``start="noise"``), and recovered directly as ŵ0 = (w_t − σ_t·ε̂)/α_t
+(ε-prediction) or read off the model (clean-sample prediction), then un-centred. Multi-step
+DDIM with trailing timestep spacing is available as an option.
 
-Centring (``center=True``, the default): the model sees w_n − w̄_n divided by each layer
-group's spread around the dataset mean w̄, not the blocker's blocks themselves. Every LoRA
-starts from the same init, so most of a block is shared by all concepts; centring gives the
-concept-specific part unit scale, and the one-step estimate then carries the prompt's
-information instead of mostly restating the mean.
-
-Generation: all N blocks are denoised in one batched forward from a noise-biased timestep
-t, starting at w_t = α_t·w̄ + σ_t·ε (w̄: the dataset's mean blocks, ``start="mean"``; zero
-once centred) or at pure noise (``start="noise"``), and recovered directly as
-ŵ0 = (w_t − σ_t·ε̂)/α_t, then un-centred. Multi-step DDIM with trailing timestep spacing is
-available as an option.
-
-Output folder::
+A generator folder::
 
     model/            diffusers save_pretrained (config.json + safetensors)
     scheduler/        scheduler_config.json
     blocker.json      the block layout and normalisation statistics
     mean_blocks.safetensors   the dataset's mean blocks and (centred) per-position scales
-    generator.json    text encoder, fingerprints, architecture, defaults
+    generator.json    text encoder, fingerprints, architecture, defaults, objective
     val_loss.json, val_loss.png, run.json
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from denoised_weights.core.config import JsonConfig, field
 from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.interfaces import WeightGenerator
 from denoised_weights.core.io import (
     load_tensors,
-    save_tensors,
-    write_json,
 )
 
 GENERATOR_CONFIG = "generator.json"
@@ -70,6 +52,7 @@ DEFAULT_START = {"epsilon": "mean", "sample": "noise", "v_prediction": "noise"}
 #: predictions are read at t=999, where the estimate is the prompt's alone, so they train there
 #: more (measured, README); ε is read at t=300 and trains on uniform timesteps as in the paper
 NOISY_SHARE = {"epsilon": 0.0, "sample": 0.5, "v_prediction": 0.5}
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
 
 
 def one_step(
@@ -137,456 +120,6 @@ class PromptBank:
         return self.tokens[idx], self.mask[idx]
 
 
-def sample_range_of(blocks: torch.Tensor) -> float:
-    """The largest |value| of the normalised training blocks: multi-step DDIM clips its
-    predicted clean blocks to it (at the last timesteps ᾱ is ~0, and an unclipped estimate
-    (w_t − σ·ε̂)/α blows up)."""
-    return float(blocks.abs().max())
-
-
-#: default training steps per preset (small: about 27 minutes on 2 CPU cores)
-FIT_STEPS = {"tiny": 500, "small": 7500, "paper": 20000}
-PREDICTIONS = ("epsilon", "sample", "v_prediction")
-LR_SCHEDULES = ("constant", "cosine", "linear", "constant_with_warmup")
-#: the UNet cuts a block into patches of this many values, then halves the sequence once per
-#: extra resolution: a block size must be a multiple of PATCH * 2**(levels - 1)
-PATCH = 16
-
-
-def _model_size(preset: str | None) -> dict[str, Any]:
-    # pooled_text + emb_head: the prompt also reaches the embedding, and the embedding has a
-    # direct path to the output block; measured on the small dataset, the one-step estimate
-    # then picks up the prompt within hundreds of steps instead of thousands (README)
-    extra = {"pooled_text": True, "emb_head": True}
-    return {"tiny": {"channels": (16, 32), "heads": 2, "patch": PATCH, **extra}}.get(
-        preset or "", {"channels": (64, 128), "heads": 4, "patch": PATCH, **extra}
-    )
-
-
-@dataclass
-class FitConfig(JsonConfig):
-    """How the block diffusion model is trained (``dnw fit``)."""
-
-    config_type = "fit"
-
-    text_encoder: str = field("minilm", help="registered text encoder")
-    text_encoder_path: str | None = field(None, help="local model folder (for clip)")
-    preset: str | None = field(None, help="model size preset (default: the dataset's)")
-    block_size: int | None = field(None, help="values per block (default: the preset's)")
-    batch_size: int = field(256, help="blocks per step")
-    lr: float = field(1e-3, help="AdamW learning rate")
-    max_steps: int | None = field(None, help="training steps (default: per preset)")
-    max_minutes: float | None = field(None, help="stop after this long")
-    val_every: int = field(250, help="steps between validations (and checkpoints)")
-    prediction_type: str = field("epsilon", help="epsilon, sample or v_prediction")
-    seed: int = field(0, help="seed of the model's init and the batches")
-    center: bool = field(True, help="model each block's deviation from the dataset mean")
-    noisy_share: float | None = field(None, help="share of each batch at t >= 900")
-    lr_schedule: str = field("constant", help="diffusers learning-rate schedule")
-    warmup_steps: int = field(100, help="linear warm-up of the schedules that have one")
-    model_options: dict[str, Any] | None = field(None, help="extra WeightUNet1D arguments")
-
-    def __post_init__(self) -> None:
-        if self.prediction_type not in PREDICTIONS:
-            raise DnwError(
-                f"unknown prediction type {self.prediction_type!r}: {', '.join(PREDICTIONS)}"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise DnwError(f"unknown --lr-schedule {self.lr_schedule!r}: {', '.join(LR_SCHEDULES)}")
-        if self.noisy_share is None:  # where one-step generation reads the model (DEFAULT_TIMESTEP)
-            self.noisy_share = NOISY_SHARE[self.prediction_type]
-        if not 0 <= self.noisy_share <= 1:
-            raise DnwError(f"--noisy-share must be in [0, 1], got {self.noisy_share}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
-            raise DnwError(f"--lr must be a positive finite number up to 10, got {self.lr}")
-        for name in ("batch_size", "val_every") + (
-            ("max_steps",) if self.max_steps is not None else ()
-        ):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DnwError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.max_minutes is not None and not (
-            math.isfinite(self.max_minutes) and self.max_minutes > 0
-        ):
-            raise DnwError(f"--max-minutes must be a positive number, got {self.max_minutes}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise DnwError(f"--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
-        if self.block_size is not None and (
-            not isinstance(self.block_size, int) or self.block_size < 1
-        ):
-            raise DnwError(f"--block-size must be a positive integer, got {self.block_size}")
-
-    @property
-    def steps(self) -> int:
-        return self.max_steps or FIT_STEPS.get(self.preset or "", FIT_STEPS["paper"])
-
-    def making(self) -> dict[str, Any]:
-        """What a resumed fit must share with the unfinished one."""
-        out = {
-            k: getattr(self, k) for k in ("center", "prediction_type", "noisy_share", "lr_schedule")
-        }
-        if self.lr_schedule in (
-            "cosine",
-            "linear",
-        ):  # laid out over max_steps: extending changes it
-            out["max_steps"] = self.steps
-        return out
-
-
-@dataclass
-class BlockData:
-    """The weight dataset as the model sees it: blocks (centred), prompts, the split."""
-
-    arch: Any
-    blocker: Any
-    blocks: torch.Tensor  # [E, N, b] in model space
-    mean_blocks: torch.Tensor
-    scale_blocks: torch.Tensor
-    entry_prompts: list[list[int]]
-    bank: PromptBank
-    encoder: Any
-    train_idx: list[int]
-    val_idx: list[int]
-    sample_range: float
-
-    @property
-    def n_blocks(self) -> int:
-        return self.blocks.shape[1]
-
-    @property
-    def block_size(self) -> int:
-        return self.blocks.shape[2]
-
-
-def check_block_size(block_size: int, total: int, levels: int) -> None:
-    """A one-line error unless the UNet can cut ``block_size`` values into its patches."""
-    unit = PATCH * 2 ** (levels - 1)
-    if block_size % unit:
-        raise DnwError(
-            f"--block-size must be a multiple of {unit} (patches of {PATCH} values, halved "
-            f"{levels - 1} time(s)); got {block_size}"
-        )
-    if block_size > max(unit, -(-total // unit) * unit):
-        raise DnwError(
-            f"--block-size {block_size} is larger than the whole adapter ({total} values)"
-        )
-
-
-def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> BlockData:
-    """Block, normalise and centre every entry; encode every prompt once."""
-    from denoised_weights.core.components import (
-        bind_blocker,
-        create_architecture,
-        create_blocker,
-        lora_fingerprint,
-    )
-
-    cfg = dataset.config
-    arch = create_architecture(cfg["architecture"], registries=registries, **cfg["config"])
-    if lora_fingerprint(arch) != dataset.fingerprint:
-        raise FingerprintMismatchError(
-            f"{dataset.path}: dataset fingerprint does not match its own architecture"
-        )
-    preset = config.preset or cfg.get("preset")
-    opts = {"block_size": config.block_size} if config.block_size else {}
-    blocker = create_blocker("layerwise", preset, registries=registries, **opts)
-    levels = len((_model_size(preset) | (config.model_options or {}))["channels"])
-    template_total = sum(math.prod(s) for s in cfg.get("tensor_shapes", {}).values()) or 1
-    check_block_size(blocker.block_size, template_total, levels)
-    blocker = bind_blocker(arch, blocker)
-    # training entries vs held-out checkpoints (the last one of each concept) for validation
-    entries, states = zip(*dataset.iter_states(), strict=True)
-    k_max = max(e["checkpoint"] for e in entries)
-    is_val = [k_max > 0 and e["checkpoint"] == k_max for e in entries]
-    blocker.fit([s for s, v in zip(states, is_val, strict=True) if not v])
-    blocks = torch.stack([blocker.to_blocks(s) for s in states])  # [E, N, b]
-    encoder = create_text_encoder(config.text_encoder, config.text_encoder_path, registries)
-    bank = PromptBank(encoder, sorted({p for e in entries for p in e["prompts"]}))
-    train_idx = [i for i, v in enumerate(is_val) if not v]
-    mean_blocks = blocks[train_idx].mean(0)
-    if config.center:
-        scale_blocks = deviation_scales(blocks[train_idx] - mean_blocks, blocker.groups)
-        blocks = (blocks - mean_blocks) / scale_blocks  # what the model sees
-    else:
-        scale_blocks = torch.ones_like(mean_blocks)
-    return BlockData(
-        arch=arch, blocker=blocker, blocks=blocks, mean_blocks=mean_blocks, scale_blocks=scale_blocks,
-        entry_prompts=[[bank.index[p] for p in e["prompts"]] for e in entries], bank=bank,
-        encoder=encoder, train_idx=train_idx,
-        val_idx=[i for i, v in enumerate(is_val) if v] or train_idx[:1],
-        sample_range=sample_range_of(blocks[train_idx]),
-    )  # fmt: skip
-
-
-class _Fit:
-    """One fit: the model, its optimiser and schedule, the loss, validation and checkpoints."""
-
-    def __init__(self, bd: BlockData, config: FitConfig, device: torch.device, rank: int, world: int) -> None:  # fmt: skip
-        from diffusers.optimization import get_scheduler
-
-        from denoised_weights.generators.unet1d import WeightUNet1D
-
-        self.bd, self.config, self.device, self.rank, self.world = bd, config, device, rank, world
-        preset = config.preset
-        self.options = {**_model_size(preset), **(config.model_options or {})}
-        torch.manual_seed(config.seed)
-        self.model = WeightUNet1D(block_size=bd.block_size, text_dim=bd.encoder.dim,
-                                  max_blocks=bd.n_blocks, **self.options).to(device)  # fmt: skip
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.0)
-        # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
-        self.lr_sched = get_scheduler(config.lr_schedule, self.opt,
-                                      num_warmup_steps=min(config.warmup_steps, config.steps),
-                                      num_training_steps=config.steps)  # fmt: skip
-        self.scheduler = _scheduler(config.prediction_type)
-        self.alphas = self.scheduler.alphas_cumprod.to(device)
-        self.train_model = self.model
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.train_model = DistributedDataParallel(self.model)
-        self._validation_set()
-
-    def loss_on(self, idx_e, idx_n, t, noise, prompt_idx, net) -> torch.Tensor:
-        bd, alphas = self.bd, self.alphas
-        w0 = bd.blocks[idx_e, idx_n].to(self.device)
-        a = alphas[t].sqrt()[:, None]
-        s = (1 - alphas[t]).sqrt()[:, None]
-        wt = a * w0 + s * noise
-        tokens, mask = bd.bank.get(prompt_idx)
-        pred = net(wt, t, idx_n.to(self.device), tokens.to(self.device), mask.to(self.device))
-        kind = self.config.prediction_type
-        target = {"epsilon": noise, "sample": w0, "v_prediction": a * noise - s * w0}[kind]
-        return F.mse_loss(pred, target)
-
-    def _validation_set(self) -> None:
-        """Fixed validation draws: held-out checkpoints, blocks, timesteps, noise, prompts; and
-        the one-step cosine probe (0 = the model only restates the dataset mean)."""
-        bd, config = self.bd, self.config
-        g = torch.Generator().manual_seed(12345)
-        nv = min(1024, len(bd.val_idx) * bd.n_blocks)
-        self.val = {
-            "e": torch.tensor(bd.val_idx)[torch.randint(len(bd.val_idx), (nv,), generator=g)],
-            "n": torch.randint(bd.n_blocks, (nv,), generator=g),
-            "t": torch.randint(1000, (nv,), generator=g),
-            "noise": torch.randn(nv, bd.block_size, generator=g),
-        }
-        self.val["p"] = torch.tensor([bd.entry_prompts[e][0] for e in self.val["e"].tolist()])
-        self.cos_entries = bd.val_idx[:: max(1, len(bd.val_idx) // 8)][:8]
-        self.cos_noise = torch.randn(bd.n_blocks, bd.block_size, generator=g).to(self.device)
-        self.origin = 0 if config.center else bd.mean_blocks  # the dataset mean in model space
-        self.gen_start = None  # pure noise, or the dataset mean plus noise:
-        if DEFAULT_START[config.prediction_type] == "mean":
-            self.gen_start = (self.origin + torch.zeros(bd.n_blocks, bd.block_size)).to(self.device)
-
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        bd, val, dev = self.bd, self.val, self.device
-        self.model.eval()
-        nv = len(val["e"])
-        total = 0.0
-        for i in range(0, nv, 512):
-            sl = slice(i, i + 512)
-            total += self.loss_on(val["e"][sl], val["n"][sl], val["t"][sl].to(dev), val["noise"][sl].to(dev), val["p"][sl], self.model).item() * len(val["e"][sl])  # fmt: skip
-        cosines = []
-        index = torch.arange(bd.n_blocks, device=dev)
-        kind = self.config.prediction_type
-        for e in self.cos_entries:
-            tokens, mask = bd.bank.get(torch.full((bd.n_blocks,), bd.entry_prompts[e][0]))
-            x0 = one_step(self.model, self.alphas, kind, self.gen_start, self.cos_noise, DEFAULT_TIMESTEP[kind], index, tokens.to(dev), mask.to(dev))  # fmt: skip
-            deviation = x0.cpu() - self.origin
-            cosines.append(float(F.cosine_similarity(deviation.flatten(), (bd.blocks[e] - self.origin).flatten(), 0)))  # fmt: skip
-        self.model.train()
-        return {"val_loss": total / nv, "val_cos": sum(cosines) / len(cosines)}
-
-    def step_batch(self, step: int) -> torch.Tensor:
-        """The loss of training step ``step`` (its draws fixed by the seed, step and rank)."""
-        bd, config, dev = self.bd, self.config, self.device
-        bs = config.batch_size
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * self.world + self.rank)
-        ie = torch.tensor(bd.train_idx)[torch.randint(len(bd.train_idx), (bs,), generator=gen)]
-        n = torch.randint(bd.n_blocks, (bs,), generator=gen)
-        t = torch.randint(1000, (bs,), generator=gen)
-        if config.noisy_share > 0:  # noise-biased: this share of the batch at the noisiest 10%
-            noisy = torch.rand(bs, generator=gen) < config.noisy_share
-            t = torch.where(noisy, torch.randint(900, 1000, (bs,), generator=gen), t)
-        noise = torch.randn(bs, bd.block_size, generator=gen).to(dev)
-        # a paraphrase per sample from the step's own generator: a resumed fit draws what an
-        # unbroken one would have
-        pick = torch.rand(bs, generator=gen).tolist()
-        prompt_idx = torch.tensor([bd.entry_prompts[e][int(u * len(bd.entry_prompts[e]))] for e, u in zip(ie.tolist(), pick, strict=True)])  # fmt: skip
-        return self.loss_on(ie, n, t.to(dev), noise, prompt_idx, self.train_model)
-
-
-def fit(
-    data: str | Path,
-    out: str | Path,
-    config: FitConfig | None = None,
-    *,
-    device: str | torch.device | None = None,
-    overwrite: bool = False,
-    registries: Any = None,
-    **overrides: Any,
-) -> Path:
-    """Train the block diffusion model on a weight dataset (resumable; DDP under torchrun).
-
-    ``config`` (a :class:`FitConfig`) or its fields as keyword arguments."""
-    import os
-
-    from denoised_weights.core.dataset import WeightDataset
-    from denoised_weights.core.outputs import claim_output
-
-    if config is None:
-        config = FitConfig(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    out = Path(out)
-    dataset = WeightDataset(data)
-    if len(dataset) == 0:
-        raise DnwError(f"{data}: the weight dataset has no entries yet; run 'dnw collect' first")
-    from denoised_weights.core.plugins import default_registries
-
-    (registries or default_registries()).text_encoders.get(config.text_encoder)  # fail early
-    config.preset = config.preset or dataset.config.get("preset")
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    # a longer or shorter budget resumes the same fit, unless the schedule is laid out over it
-    budget = ("max_minutes",) if "max_steps" in config.making() else ("max_minutes", "max_steps")
-    settings = {"data": str(data), "dataset": dataset.fingerprint,
-                **{k: v for k, v in config.to_dict().items() if k not in budget}}  # fmt: skip
-    if rank == 0:
-        state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
-                             owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
-                                    GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint"))  # fmt: skip
-        if (
-            state == "resume"
-            and (out / GENERATOR_CONFIG).is_file()
-            and not (out / "checkpoint").exists()
-        ):
-            return out  # finished earlier with the same settings
-    bd = prepare_blocks(dataset, config, registries)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    dev = _fit_device(device)
-    run = _Fit(bd, config, dev, rank, world)
-    history, step, seconds = _train(run, out / "checkpoint")
-    if rank == 0:
-        _save(run, out, history, step, seconds)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-    return out
-
-
-def _fit_device(device: Any) -> torch.device:
-    import os
-
-    if device not in (None, "", "auto"):
-        from denoised_weights.core.device import resolve_device
-
-        return resolve_device(device)
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-
-
-def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]:
-    """The loop: resume, steps, validation and checkpoints; returns (history, step, seconds)."""
-    from tqdm.auto import tqdm
-
-    from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
-
-    config, rank, world = run.config, run.rank, run.world
-    parts = {"model": run.model, "opt": run.opt}
-    meta = load_checkpoint(ckpt_dir, parts) if rank == 0 or world == 1 else None
-    if world > 1:  # every rank resumes from rank 0's checkpoint
-        import torch.distributed as dist
-
-        box = [meta]
-        dist.broadcast_object_list(box, src=0)
-        meta = box[0]
-        for p in run.model.parameters():
-            dist.broadcast(p.data, src=0)
-    making = config.making()
-    if meta and any(meta.get(k, v) != v for k, v in making.items()):
-        raise DnwError(
-            f"{ckpt_dir} is an unfinished fit with other options "
-            f"({', '.join(f'{k}={meta.get(k)}' for k in making)}); rerun with those or use a new --out"
-        )
-    if meta and "lr_sched" in meta:
-        run.lr_sched.load_state_dict(meta["lr_sched"])
-    step = meta["step"] if meta else 0
-    history: list[dict[str, Any]] = meta["history"] if meta else []
-    max_steps = config.steps
-    bar = tqdm(
-        total=max_steps, initial=step, desc="fit", unit="step", mininterval=2, disable=rank != 0
-    )
-    if not history and rank == 0:
-        history.append({"step": 0, "seconds": 0.0, **run.validate(), "train_loss": None})
-    start = time.perf_counter() - (meta["seconds"] if meta else 0.0)
-    running: list[float] = []
-
-    def record(seconds: float) -> None:
-        """Validate and append this step's history entry (train loss since the last one)."""
-        history.append({"step": step, "seconds": round(seconds, 2), **run.validate(), "train_loss": sum(running) / max(1, len(running)), "lr": run.lr_sched.get_last_lr()[0]})  # fmt: skip
-        running.clear()
-
-    while step < max_steps:
-        if (
-            config.max_minutes is not None
-            and (time.perf_counter() - start) / 60 >= config.max_minutes
-        ):
-            break
-        loss = run.step_batch(step)
-        if not torch.isfinite(loss):
-            raise DnwError(f"fit diverged at step {step + 1} (loss {loss.item()}); lower --lr and rerun with a new --out")  # fmt: skip
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-        run.lr_sched.step()
-        running.append(loss.item())
-        step += 1
-        bar.update(1)
-        if (step % config.val_every == 0 or step == max_steps) and rank == 0:
-            record(time.perf_counter() - start)
-            bar.set_postfix(
-                val=f"{history[-1]['val_loss']:.4f}", cos=f"{history[-1]['val_cos']:.3f}"
-            )
-            save_checkpoint(ckpt_dir, parts, {"step": step, "seconds": time.perf_counter() - start, "history": history,
-                                              "lr_sched": run.lr_sched.state_dict(), **making})  # fmt: skip
-    bar.close()
-    seconds = time.perf_counter() - start
-    if rank == 0 and history[-1]["step"] != step:
-        record(seconds)
-    return history, step, seconds
-
-
-def _save(run: _Fit, out: Path, history: list[dict[str, Any]], step: int, seconds: float) -> None:
-    from denoised_weights.core.components import lora_fingerprint
-
-    bd, config = run.bd, run.config
-    run.model.save_pretrained(str(out / "model"), safe_serialization=True)
-    run.scheduler.save_pretrained(str(out / "scheduler"))
-    write_json(out / "blocker.json", bd.blocker.layout())
-    save_tensors(
-        out / "mean_blocks.safetensors", {"mean": bd.mean_blocks, "scale": bd.scale_blocks}
-    )
-    arch = bd.arch
-    write_json(out / GENERATOR_CONFIG, {
-        "architecture": arch.name, "preset": config.preset, "config": arch.config,
-        "lora_spec": arch.lora_spec().to_dict(), "fingerprint": lora_fingerprint(arch, bd.blocker),
-        "lora_fingerprint": lora_fingerprint(arch), "text_encoder": config.text_encoder,
-        "text_encoder_path": config.text_encoder_path, "prediction_type": config.prediction_type,
-        "centered": config.center, "default_timestep": DEFAULT_TIMESTEP[config.prediction_type],
-        "default_start": DEFAULT_START[config.prediction_type], "n_blocks": bd.n_blocks,
-        "block_size": bd.block_size, "sample_range": bd.sample_range,
-        "train_seconds": round(seconds, 2), "steps": step,
-    })  # fmt: skip
-    write_json(out / "val_loss.json", history)
-    plot_history(history, out / "val_loss.png")
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
-
-
 def deviation_scales(deviations: torch.Tensor, groups: list[dict[str, Any]]) -> torch.Tensor:
     """Per block position ``[N, b]``: the spread of ``deviations [E, N, b]`` (states minus
     their mean) over the layer group that position belongs to; 1 for padding and for groups
@@ -598,38 +131,6 @@ def deviation_scales(deviations: torch.Tensor, groups: list[dict[str, Any]]) -> 
         spread = float(part.double().pow(2).mean().sqrt()) if part.numel() else 0.0
         scale[g["offset"] : g["offset"] + g["numel"]] = spread if spread > 1e-12 else 1.0
     return scale.view(deviations.shape[1:])
-
-
-def plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["val_loss"] for h in history], label="validation (held-out checkpoints)")
-    tr = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
-    if tr:
-        ax.plot(*zip(*tr, strict=True), label="training (running mean)", alpha=0.7)
-    ax.set_xlabel("step")
-    ax.set_ylabel("diffusion loss")
-    ax.set_yscale("log")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    cos = [(h["step"], h["val_cos"]) for h in history if h.get("val_cos") is not None]
-    if cos:
-        ax2 = ax.twinx()
-        ax2.plot(
-            *zip(*cos, strict=True),
-            color="tab:green",
-            label="one-step cosine to held-out checkpoints",
-        )
-        ax2.set_ylabel("cosine")
-        ax2.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 class DiffusionGenerator(WeightGenerator):

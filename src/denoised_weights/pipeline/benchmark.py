@@ -96,9 +96,10 @@ def build_inputs(
     """``(arch, base, data, generator, timings)``: the given folders or ones built under out/
     (``data`` is None when nothing needs the weight dataset)."""
     from denoised_weights.core.dataset import WeightDataset
-    from denoised_weights.generators.diffusion import GENERATOR_CONFIG, FitConfig, fit
+    from denoised_weights.generators.diffusion import GENERATOR_CONFIG
     from denoised_weights.pipeline.base import BASE_CONFIG, BaseOptions, train_base
     from denoised_weights.pipeline.collect import CollectOptions, collect
+    from denoised_weights.pipeline.fit import FitConfig, fit
 
     p = preset_of(task, spec.preset)
     arch = resolve_architecture(task, None, p.arch, registries)

@@ -32,7 +32,7 @@ from denoised_weights.core.components import (
     create_blocker,
     lora_fingerprint,
 )
-from denoised_weights.core.interfaces import Task, TargetArchitecture, data_size
+from denoised_weights.core.interfaces import TargetArchitecture, Task, data_size
 from denoised_weights.core.lora import load_adapter, load_lora_state, lora_state, save_adapter
 
 
@@ -213,13 +213,21 @@ def check_task_catalogue(task: Task, arch: TargetArchitecture) -> None:
     assert held, "the task has no held-out concepts (nothing to measure generalisation on)"
     ids = [c.id for c in task.concepts()]
     assert len(ids) == len(set(ids)), "concept ids are not unique"
-    assert all(c.prompts and all(p.strip() for p in c.prompts) for c in task.concepts()), "a concept without a prompt"
+    assert all(c.prompts and all(p.strip() for p in c.prompts) for c in task.concepts()), (
+        "a concept without a prompt"
+    )
     for concept in (train[0], held[0]):
-        assert task.get_concept(concept.id) == concept, "get_concept does not return the concept by id"
-        assert task.get_concept(concept.prompt).id == concept.id, "get_concept does not find a prompt"
+        assert task.get_concept(concept.id) == concept, (
+            "get_concept does not return the concept by id"
+        )
+        assert task.get_concept(concept.prompt).id == concept.id, (
+            "get_concept does not find a prompt"
+        )
         one = task.make_data(concept, arch=arch, split="train", n=6, seed=3)
         again = task.make_data(concept, arch=arch, split="train", n=6, seed=3)
-        assert data_size(one) == 6 and set(one) >= {*task.input_keys, task.target_key}, "make_data's keys or size"
+        assert data_size(one) == 6 and set(one) >= {*task.input_keys, task.target_key}, (
+            "make_data's keys or size"
+        )
         assert all(torch.equal(one[k], again[k]) for k in one), "make_data is not deterministic"
         held_data = task.make_data(concept, arch=arch, split="eval", n=4, seed=3)
         assert data_size(held_data) == 4
@@ -234,15 +242,18 @@ def check_task_catalogue(task: Task, arch: TargetArchitecture) -> None:
     assert isinstance(values.get(metric), float), f"evaluate gave no float {metric!r}"
 
 
-def check_task_pipeline(task: Task, arch: TargetArchitecture, workdir: str | Path) -> dict[str, Any]:
+def check_task_pipeline(
+    task: Task, arch: TargetArchitecture, workdir: str | Path
+) -> dict[str, Any]:
     """A tiny base -> collect -> fit -> generate -> finetune for ``task`` and ``arch``; returns
     the fine-tuning curve from the generated init on a held-out concept."""
     from denoised_weights.core.components import lora_fingerprint
     from denoised_weights.core.dataset import WeightDataset
-    from denoised_weights.generators.diffusion import DiffusionGenerator, FitConfig, fit
+    from denoised_weights.generators.diffusion import DiffusionGenerator
     from denoised_weights.pipeline.base import BaseOptions, train_base
     from denoised_weights.pipeline.collect import CollectOptions, collect
     from denoised_weights.pipeline.finetune import FinetuneOptions, finetune_concept
+    from denoised_weights.pipeline.fit import FitConfig, fit
 
     work = Path(workdir)
     concepts = [c.id for c in task.select_concepts("train", n=3)]
@@ -251,7 +262,9 @@ def check_task_pipeline(task: Task, arch: TargetArchitecture, workdir: str | Pat
     ds = collect(task, arch, base, work / "dataset", concept_ids=concepts,
                  opts=CollectOptions(checkpoints=2, max_steps=4, min_steps=1, eval_every=2, interval=2,
                                      n_train=8, n_eval=4, batch_size=4))  # fmt: skip
-    assert len(ds.concepts) == len(concepts) and ds.verify() == [], "collection did not store every concept"
+    assert len(ds.concepts) == len(concepts) and ds.verify() == [], (
+        "collection did not store every concept"
+    )
     assert WeightDataset(work / "dataset").fingerprint == lora_fingerprint(arch)
     size = 32 if ds.config["lora_params"] < 4096 else 64
     fit(work / "dataset", work / "generator",
@@ -268,7 +281,9 @@ def check_task_pipeline(task: Task, arch: TargetArchitecture, workdir: str | Pat
         fingerprint=lora_fingerprint(arch),
     )  # fmt: skip
     assert [p["step"] for p in curve["points"]] == [0, 1, 2], "the fine-tuning curve is incomplete"
-    assert curve["metric"] == task.target_metric and curve["higher_is_better"] == task.higher_is_better
+    assert (
+        curve["metric"] == task.target_metric and curve["higher_is_better"] == task.higher_is_better
+    )
     assert curve["points"][0][task.target_metric] is not None, "no target metric at step 0"
     return curve
 
@@ -287,7 +302,9 @@ class TaskConformance:
         from denoised_weights.core.components import create_task
 
         task = create_task(self.task, **self.task_options)
-        return task, create_architecture(self.architecture or task.default_architecture, self.preset)
+        return task, create_architecture(
+            self.architecture or task.default_architecture, self.preset
+        )
 
     def test_catalogue_data_and_evaluation(self) -> None:
         check_task_catalogue(*self.make())

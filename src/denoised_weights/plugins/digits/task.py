@@ -137,6 +137,12 @@ class DigitsTask(Task):
     def sample_concept(self, generator: Any) -> Concept:
         return catalogue.sample_concept(generator)
 
+    def loss(self, output: Any, batch: Mapping[str, Any]) -> Any:
+        """Cross-entropy of the logits against the digit labels."""
+        import torch.nn.functional as F
+
+        return F.cross_entropy(output, batch["y"])
+
     @property
     def presets(self) -> dict[str, TaskPreset]:
         return {"tiny": TINY, "small": SMALL}

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import PairSource
 from denoised_weights.core.io import atomic_dir
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: pairs are resized to the network's size: larger files are shrunk while decoding
+MAX_SIDE = 2048
 SPLITS = ("train", "eval")
 
 
@@ -58,13 +60,9 @@ class CataloguePairs(PairSource):
 
 
 def _load_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DnwError(f"{path}: not a readable image ({reason}); fix or remove it") from None
+    from denoised_weights.plugins.image_translation.images import open_rgb
+
+    return open_rgb(path, max_side=MAX_SIDE)
 
 
 def _to_tensor(img: Image.Image, size: int) -> torch.Tensor:

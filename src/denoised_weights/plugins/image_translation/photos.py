@@ -219,6 +219,8 @@ def _check_header(path: Path) -> None:
     try:
         with Image.open(path) as im:
             size = im.size
+    except Image.DecompressionBombError:
+        return  # decoded small when used (JPEG) or refused there with its own message
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DnwError(f"cannot read photo {path}: not a valid image ({exc})") from None
     if min(size) < MIN_PHOTO_SIDE:
@@ -229,19 +231,12 @@ def _check_header(path: Path) -> None:
 
 def _decode(path: str) -> torch.Tensor:
     """``[3, H, W]`` uint8 RGB tensor of an image file, shrunk to at most :data:`MAX_SIDE`."""
-    from PIL import Image, UnidentifiedImageError
+    from denoised_weights.plugins.image_translation.images import open_rgb
 
     try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA", "P", "PA"):  # composite transparency onto white
-                im = im.convert("RGBA")
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (255,) * 4), im)
-            im = im.convert("RGB")
-            if max(im.size) > MAX_SIDE:
-                im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-            array = np.array(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DnwError(f"cannot read photo {path}: not a valid image ({exc})") from None
+        array = np.array(open_rgb(path, max_side=MAX_SIDE), dtype=np.uint8)
+    except DnwError as exc:
+        raise DnwError(f"cannot read photo {exc}") from None
     if min(array.shape[:2]) < MIN_PHOTO_SIDE:
         h, w = array.shape[:2]
         raise DnwError(f"photo {path} is too small ({w}x{h}); need >= {MIN_PHOTO_SIDE} px")

@@ -155,6 +155,10 @@ class ImageTranslationTask(Task):
         )
         return concat_data([mixture, {"A": same, "B": same}])
 
+    def loss(self, output: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """L1 to the target images (the reconstruction half of the pix2pix loss)."""
+        return torch.nn.functional.l1_loss(output, batch["B"])
+
     def postprocess(self, output: torch.Tensor) -> torch.Tensor:
         return output.clamp(0, 1)
 

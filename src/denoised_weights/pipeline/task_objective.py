@@ -1,0 +1,121 @@
+"""Training a weight generator on what its weights do (``dnw fit --objective task|both``).
+
+Each step draws concepts from the task's catalogue at random values of the training ranges
+(``Task.sample_concept``: never a held-out value), makes a fresh batch of each concept's data,
+and asks the generator for every block of each concept's LoRA in one batched one-step
+estimate. The blocks are un-centred and un-blocked differentiably, put in place of the frozen
+base's adapter with a functional call (no copies of the network), and the task's own loss
+(``Task.loss``: L1 for image translation, cross-entropy for a classifier) is backpropagated into
+the generator. Draws are seeded by the step, so a resumed fit sees what an unbroken one saw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from denoised_weights.core.interfaces import Concept, TargetArchitecture, Task
+from denoised_weights.generators.diffusion import DEFAULT_TIMESTEP, one_step
+
+#: concepts and examples a validation of the task loss uses (fixed draws)
+VAL_CONCEPTS, VAL_EXAMPLES = 8, 16
+
+
+class _Apply(nn.Module):
+    """The architecture's forward of a network, as a module for ``functional_call``."""
+
+    def __init__(self, arch: TargetArchitecture, net: nn.Module) -> None:
+        super().__init__()
+        self.arch = arch
+        self.net = net
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.arch.forward(self.net, batch)
+
+
+class TaskObjective:
+    """The task loss of the generator's weights for concepts drawn from the task's catalogue."""
+
+    def __init__(self, task: Task, arch: TargetArchitecture, base: Any, fit: Any) -> None:
+        from denoised_weights.core.lora import apply_lora, lora_parameter_names
+        from denoised_weights.pipeline.base import load_base
+
+        self.task, self.arch, self.fit = task, arch, fit
+        self.config, self.device = fit.config, fit.device
+        model, _ = load_base(base, arch, device=fit.device)
+        model = apply_lora(model, arch.lora_spec()).eval()
+        model.requires_grad_(False)
+        self.apply = _Apply(arch, model)
+        self.names = {k: f"net.{v}" for k, v in lora_parameter_names(model).items()}
+        bd = fit.bd
+        self.offset = (
+            bd.mean_blocks if self.config.center else torch.zeros_like(bd.mean_blocks)
+        ).to(fit.device)
+        self.scale = bd.scale_blocks.to(fit.device)
+        self.sampled: list[list[Any]] = []  # [step, concept id, prompt] of every draw
+        self._val = self._draw(
+            torch.Generator().manual_seed(4_242_421), VAL_CONCEPTS, VAL_EXAMPLES, "eval"
+        )
+
+    def _draw(
+        self, g: torch.Generator, k: int, n: int, split: str
+    ) -> list[tuple[Concept, str, dict]]:
+        draws = []
+        for _ in range(k):
+            concept = self.task.sample_concept(g)
+            prompt = concept.prompts[int(torch.randint(len(concept.prompts), (1,), generator=g))]
+            seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+            data = self.task.make_data(concept, arch=self.arch, split=split, n=n, seed=seed)
+            draws.append((concept, prompt, data))
+        return draws
+
+    def states(
+        self, model: nn.Module, prompts: list[str], seed: int
+    ) -> list[dict[str, torch.Tensor]]:
+        """Differentiable LoRA states, one per prompt, from one batched one-step estimate."""
+        bd, dev, kind = self.fit.bd, self.device, self.config.prediction_type
+        n, b, k = bd.n_blocks, bd.block_size, len(prompts)
+        tokens, mask = bd.encoder.encode(prompts)
+        tokens = tokens.to(dev).repeat_interleave(n, 0)
+        mask = mask.to(dev).repeat_interleave(n, 0)
+        noise = torch.randn(k * n, b, generator=torch.Generator().manual_seed(seed)).to(dev)
+        start = None if self.fit.gen_start is None else self.fit.gen_start.repeat(k, 1)
+        index = torch.arange(n, device=dev).repeat(k)
+        x0 = one_step(
+            model, self.fit.alphas, kind, start, noise, DEFAULT_TIMESTEP[kind], index, tokens, mask
+        )
+        blocks = self.offset + self.scale * x0.view(k, n, b)
+        return [bd.blocker.from_blocks_differentiable(blocks[i]) for i in range(k)]
+
+    def _loss(
+        self, model: nn.Module, draws: list[tuple[Concept, str, dict]], seed: int
+    ) -> torch.Tensor:
+        states = self.states(model, [p for _, p, _ in draws], seed)
+        losses = []
+        for state, (_, _, data) in zip(states, draws, strict=True):
+            params = {self.names[key]: value for key, value in state.items() if key in self.names}
+            batch = {key: value.to(self.device) for key, value in data.items()}
+            out = torch.func.functional_call(self.apply, params, (batch,), strict=False)
+            losses.append(self.task.loss(out, batch))
+        return torch.stack(losses).mean()
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The task loss of training step ``step`` (its draws fixed by the seed, step and rank)."""
+        fit, config = self.fit, self.config
+        g = torch.Generator().manual_seed(config.seed * 7_919_003 + step * fit.world + fit.rank)
+        draws = self._draw(g, config.task_concepts, config.task_batch, "train")
+        self.sampled += [[step, c.id, p] for c, p, _ in draws]
+        return self._loss(
+            fit.train_model, draws, seed=int(torch.randint(2**31 - 1, (1,), generator=g))
+        )
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module) -> float:
+        """The task loss on fixed draws (eval-split data of sampled training concepts)."""
+        return float(self._loss(model, self._val, seed=12345))
+
+    def forget_after(self, step: int) -> None:
+        """Drop the draws logged after ``step`` (a resumed fit redraws them)."""
+        self.sampled = [s for s in self.sampled if s[0] < step]
