@@ -38,7 +38,11 @@ def test_the_plugin_is_discovered(site):
     assert out.returncode == 0, out.stderr
     row = next(r for r in json.loads(out.stdout) if r["name"] == "points")
     assert row["version"] == "dnw-points 0.1.0"
-    assert row["registered"] == {"tasks": ["points"], "architectures": ["point-mlp"], "metrics": ["mse"]}
+    assert row["registered"] == {
+        "tasks": ["points"],
+        "architectures": ["point-mlp"],
+        "metrics": ["mse"],
+    }
     concepts = json.loads(dnw(site, "list", "concepts", "--task", "points", "--json").stdout)
     assert {c["split"] for c in concepts} == {"train", "held-out"}
 

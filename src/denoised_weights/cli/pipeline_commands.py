@@ -124,7 +124,7 @@ def dataset_verify(path: Path) -> None:
     problems = ds.verify()
     if problems:
         for p in problems[:20]:
-            click.echo(p, err=True)
+            click.echo(p)
         raise DnwError(f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again")  # fmt: skip
     click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
 

@@ -1,10 +1,20 @@
-"""``dnw`` commands of the image-translation plugin: ``pairs``."""
+"""``dnw`` commands of the image-translation plugin: ``pairs``, ``translate``, ``export`` and
+``serve``. Each is a thin wrapper around one Python call of the plugin (heavy imports inside)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
+
+SEED = click.IntRange(0, 2**32 - 1)
+
+
+def _registries(ctx: click.Context) -> Any:
+    obj = ctx.find_root().obj
+    return obj.get("registries") if isinstance(obj, dict) else None
 
 
 def add_commands(cli: click.Group) -> None:
@@ -33,3 +43,117 @@ def add_commands(cli: click.Group) -> None:
         a, b = source.pairs(count, split=split, seed=seed)
         write_pairs(out, a, b, info)
         click.echo(f"wrote {count} pairs of {source.concept.id} to {out}")
+
+    add_translate(cli)
+    add_export(cli)
+    add_serve(cli)
+
+
+def add_translate(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (PNGs, one per input, same size; never an input folder).")  # fmt: skip
+    @click.option("--adapter", type=click.Path(path_type=Path), default=None, help="PEFT adapter folder (dnw finetune's adapter/, or dnw generate's output).")  # fmt: skip
+    @click.option("--prompt", default=None, help="Or a concept prompt: generate the adapter first (into OUT/adapter).")  # fmt: skip
+    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
+    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None, help="Generator for --prompt (default: the pack's).")  # fmt: skip
+    @click.option("--resolution", default="128", show_default=True, help="Shorter side the network sees (the model's scale; the change is carried back to full size), or 'native' to run at the file's own resolution.")  # fmt: skip
+    @click.option("--tile", type=click.IntRange(16, 4096), default=256, show_default=True, help="Tile side for images too large to run whole.")  # fmt: skip
+    @click.option("--overlap", type=click.IntRange(0, 2048), default=32, show_default=True, help="Pixels shared by neighbouring tiles (blended).")  # fmt: skip
+    @click.option("--max-full-pixels", type=click.IntRange(0), default=None, help="Run images up to this many pixels whole (default 512x512), tile larger ones.")  # fmt: skip
+    @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated adapter (--prompt).")  # fmt: skip
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+    @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only what this command wrote there).")  # fmt: skip
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    @click.pass_context
+    def translate(ctx, inputs, out, adapter, prompt, base, generator, resolution, tile, overlap, max_full_pixels, seed, device, overwrite, as_json) -> None:  # fmt: skip
+        """Translate image files or folders (INPUT...) with base + adapter; each output the size of its input.
+
+        Unreadable files are named and skipped; the exit status is 1 when any was skipped."""
+        import json
+
+        from tqdm.auto import tqdm
+
+        from denoised_weights.plugins.image_translation.translate import (
+            DEFAULT_MAX_FULL_PIXELS,
+            TranslateOptions,
+            translate,
+        )
+
+        opts = TranslateOptions(resolution=resolution, tile=tile, overlap=overlap,
+                                max_full_pixels=DEFAULT_MAX_FULL_PIXELS if max_full_pixels is None else max_full_pixels)  # fmt: skip
+        summary = translate(
+            list(inputs), out, base=base, adapter=adapter, prompt=prompt, generator=generator,
+            seed=seed, options=opts, device=None if device == "auto" else device,
+            overwrite=overwrite, registries=_registries(ctx),
+            echo=lambda line: tqdm.write(line, file=sys.stderr),
+        )  # fmt: skip
+        skipped = len(summary["skipped"])
+        if as_json:
+            click.echo(json.dumps({k: v for k, v in summary.items() if k != "images"}, indent=2))
+        click.echo(
+            f"translated {summary['translated']} of {summary['total']} images into {out} "
+            f"in {summary['seconds']:.1f} s" + (f"; skipped {skipped} unreadable (named above)" if skipped else ""),
+            err=as_json,
+        )  # fmt: skip
+        if skipped:
+            ctx.exit(1)
+
+
+def add_export(cli: click.Group) -> None:
+    @cli.command(name="export")
+    @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="FILE.onnx / FILE.safetensors, or a folder (gets model.onnx / model.safetensors).")  # fmt: skip
+    @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT adapter folder to merge into the base.")  # fmt: skip
+    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
+    @click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default=None, help="Default: from the --out suffix, else onnx.")  # fmt: skip
+    @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True, help="torch.onnx.export's exporter (dynamo: torch.export-based).")  # fmt: skip
+    @click.option("--check-photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Photos to check the export on (default: the bundled photos).")  # fmt: skip
+    @click.option("--check-images", "n_check", type=click.IntRange(1, 1024), default=16, show_default=True, help="256x256 crops compared with PyTorch.")  # fmt: skip
+    @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime threads for the latency figure.")  # fmt: skip
+    @click.option("--overwrite", is_flag=True, help="Write into an existing folder (replaces only what this command wrote there).")  # fmt: skip
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.pass_context
+    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, threads, overwrite, as_json) -> None:  # fmt: skip
+        """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or safetensors."""
+        import json
+
+        from denoised_weights.plugins.image_translation.export import export
+
+        if fmt is None:
+            fmt = "safetensors" if out.suffix.lower() == ".safetensors" else "onnx"
+        report = export(
+            out, base=base, adapter=adapter, format=fmt, exporter=exporter, check_photos=check_photos,
+            n_check=n_check, threads=threads, overwrite=overwrite, registries=_registries(ctx),
+            echo=lambda line: click.echo(line, err=True),
+        )  # fmt: skip
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+        line = f"{report['file']}: {report['megabytes']:.2f} MiB, {fmt}"
+        if fmt == "onnx":
+            dyn = ", ".join(report["dynamic"]) or f"fixed {report['fixed_shape']}"
+            line += (f" ({dyn} dynamic); onnxruntime vs PyTorch on {report['check_images']} photos: "
+                     f"max abs diff {report['max_abs_diff']:.2e}; {report['onnxruntime_ms_per_256x256']:.1f} ms "
+                     f"per 256x256 image ({report['latency_threads']} thread)")  # fmt: skip
+        else:
+            line += f"; reloaded: max abs diff {report['reload_max_abs_diff']:.1e}"
+        click.echo(line)
+
+
+def add_serve(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")  # fmt: skip
+    @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+    @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where each browser session's runs go (default: a temporary folder).")  # fmt: skip
+    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
+    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None, help="Generator folder (default: the pack's).")  # fmt: skip
+    @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Your photo folder for the picker (default: the bundled photos).")  # fmt: skip
+    @click.pass_context
+    def serve(ctx, host, port, workdir, base, generator, photos) -> None:
+        """A local web app: type a concept, see the generated translator on a photo, fine-tune it, download it.
+
+        Needs the app extra: pip install 'denoised-weights[app]'."""
+        from denoised_weights.plugins.image_translation.serve import serve as run
+
+        run(host=host, port=port, workdir=workdir, base=base, generator=generator, photos=photos,
+            registries=_registries(ctx), echo=click.echo)  # fmt: skip

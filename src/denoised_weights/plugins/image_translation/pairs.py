@@ -71,7 +71,15 @@ def _to_tensor(img: Image.Image, size: int) -> torch.Tensor:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    seen: dict[str, Path] = {}
+    for p in files:
+        if p.stem in seen:
+            raise DnwError(f"{seen[p.stem]} and {p.name} are two files for one pair (same name); keep one of them")  # fmt: skip
+        seen[p.stem] = p
+    return files
 
 
 def folder_pair_paths(root: str | Path) -> list[tuple[Path, Path | None]]:

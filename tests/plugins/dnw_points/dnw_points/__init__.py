@@ -68,7 +68,9 @@ class PointMLP(TargetArchitecture):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             w = self._config["width"]
-            return nn.Sequential(nn.Linear(2, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, 2))
+            return nn.Sequential(
+                nn.Linear(2, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, 2)
+            )
 
     def lora_spec(self):
         return LoraSpec(target_modules=["0", "2", "4"], rank=self._config["rank"])

@@ -1,0 +1,295 @@
+"""``dnw export``: a translator (base + LoRA, merged by peft) as one file for devices.
+
+``format="onnx"``: the merged network wrapped so that it takes what a device has and gives
+what it shows: ``image`` float32 ``[batch, 3, height, width]`` RGB in [0, 1] in, ``translated``
+of the same shape in [0, 1] out; the reflect padding to multiples of 4 and the crop back are
+inside the graph, so any height and width work. Exported with ``torch.onnx.export`` (the
+torch.export-based exporter by default, ``exporter="torchscript"`` for the older one), batch,
+height and width dynamic; if the dynamic export fails, a fixed 256 x 256 export is made and
+the report says so. The file is then checked with onnxruntime against PyTorch on real photos
+(16 crops of 256 x 256 from the bundled photos, or your own, plus two whole photos at their
+own non-square size): the largest absolute difference must be at most 1e-4 (float32). The
+report also holds the file's size and onnxruntime's latency per 256 x 256 image on this CPU.
+
+``format="safetensors"``: the merged network's full state dict (what ``arch.build()`` loads;
+inputs in [-1, 1]), with the architecture and its configuration in the metadata.
+
+A caveat measured here (peft 0.21): peft's LoRA branch of a convolution ignores the base
+layer's ``padding_mode``, so the adapters were trained with a zero-padded LoRA branch on E2GAN's
+reflect-padded 7x7 stem and head. A merged weight pads the whole kernel by reflection, so the
+merged network differs from the adapter as trained in the outermost pixels (reported as
+``merge_max_abs_diff``, and ``merge_interior_max_abs_diff`` away from a border of 16 pixels,
+where they agree to float precision). ``dnw translate`` runs the unmerged adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from denoised_weights.core.errors import DnwError
+from denoised_weights.core.plugins import Registries
+
+FORMATS = ("onnx", "safetensors")
+EXPORTERS = ("dynamo", "torchscript")
+ONNX_TOLERANCE = 1e-4
+OPSET = 18
+CHECK_SIZE = 256
+BORDER = 16
+
+
+def merged_network(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
+    """``model`` (a base network without LoRA) with the adapter folder merged into its weights
+    by peft (``PeftModel.from_pretrained(...).merge_and_unload()``)."""
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    left = [n for n, m in merged.named_modules() if isinstance(m, BaseTunerLayer)]
+    if left:
+        raise DnwError(f"peft left LoRA layers unmerged ({', '.join(left[:3])})")
+    return merged.eval()
+
+
+class DeviceTranslator(nn.Module):
+    """What the ONNX file holds: [0, 1] RGB in, [0, 1] RGB out, any size (padded inside)."""
+
+    def __init__(self, arch: Any, net: nn.Module, multiple: int = 4) -> None:
+        super().__init__()
+        self.arch, self.net, self.multiple = arch, net, multiple
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2], image.shape[-1]
+        m = self.multiple
+        x = F.pad(image, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="reflect")
+        return self.arch.forward(self.net, {"A": x}).clamp(0, 1)[:, :, :h, :w]
+
+
+def output_path(out: str | Path, fmt: str) -> tuple[Path, Path]:
+    """``(folder, file)``: ``--out model.onnx`` names the file, ``--out DIR`` a folder
+    that gets ``model.onnx`` (or ``model.safetensors``)."""
+    out = Path(out)
+    if out.suffix.lower() in {".onnx", ".safetensors"}:
+        if out.suffix.lower() != f".{fmt}":
+            raise DnwError(
+                f"--out {out} ends in {out.suffix} but --format is {fmt}; make them agree"
+            )
+        return out.parent, out
+    return out, out / f"model.{fmt}"
+
+
+def check_images(photos: str | Path | None = None, n: int = 16, size: int = CHECK_SIZE):
+    """``(crops [n, 3, size, size], whole photos [(name, [1, 3, H, W])])`` of real photos:
+    ``photos`` (a folder) or the bundled ones, both splits."""
+    from denoised_weights.plugins.image_translation.photos import list_photos, sample_crops
+
+    half = n // 2
+    crops = torch.cat(
+        [
+            sample_crops(half, size, split="train", seed=11, photos_dir=photos),
+            sample_crops(n - half, size, split="eval", seed=12, photos_dir=photos),
+        ]
+    )
+    wholes = []
+    for photo in list_photos(photos)[:2]:
+        x = photo.tensor()
+        scale = min(1.0, 320 / max(x.shape[-2:]))
+        size_hw = (max(8, round(x.shape[-2] * scale)) | 1, max(8, round(x.shape[-1] * scale)))
+        wholes.append(
+            (photo.name, F.interpolate(x[None], size=size_hw, mode="bilinear", antialias=True))
+        )
+    return crops, wholes
+
+
+def _onnx_session(path: Path, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DnwError(
+            "onnxruntime is not installed; pip install 'denoised-weights[export]'"
+        ) from None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _latency(fn, runs: int = 10, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def export_onnx(
+    module: DeviceTranslator, path: Path, *, exporter: str = "dynamo", dynamic: bool = True
+) -> dict[str, Any]:
+    """Write ``module`` to ``path`` with ``torch.onnx.export``; returns what was exported."""
+    import warnings
+
+    example = torch.rand(2, 3, 63, 97, generator=torch.Generator().manual_seed(0))
+    if not dynamic:
+        example = torch.rand(1, 3, CHECK_SIZE, CHECK_SIZE)
+    kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["translated"],
+                              "opset_version": OPSET}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            from torch.export import Dim
+
+            dims = {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=4, max=16384),
+                    3: Dim("width", min=4, max=16384)}  # fmt: skip
+            torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False,
+                              dynamic_shapes={"image": dims} if dynamic else None, **kwargs)  # fmt: skip
+        else:
+            axes = {0: "batch", 2: "height", 3: "width"}
+            torch.onnx.export(module, (example,), str(path), dynamo=False,
+                              dynamic_axes={"image": axes, "translated": axes} if dynamic else None,
+                              **kwargs)  # fmt: skip
+    return {"exporter": exporter, "dynamic": ["batch", "height", "width"] if dynamic else [],
+            "fixed_shape": None if dynamic else list(example.shape), "opset": OPSET}  # fmt: skip
+
+
+def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(path))
+
+
+def export(
+    out: str | Path,
+    *,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
+    format: str = "onnx",
+    exporter: str = "dynamo",
+    check_photos: str | Path | None = None,
+    n_check: int = 16,
+    threads: int = 1,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+    echo: Any = None,
+) -> dict[str, Any]:
+    """``dnw export``: base + adapter merged by peft, written as ONNX (checked against PyTorch
+    with onnxruntime, size and latency measured) or as a merged safetensors state dict.
+    Returns the report, also written beside the file (``<file>.json``)."""
+    from denoised_weights.core.io import save_tensors, write_json
+    from denoised_weights.core.outputs import claim_output
+    from denoised_weights.plugins.image_translation.translate import load_translator
+
+    if format not in FORMATS:
+        raise DnwError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if exporter not in EXPORTERS:
+        raise DnwError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    say = echo or (lambda _line: None)
+    folder, path = output_path(out, format)
+    trained = load_translator(base, adapter, registries=registries)  # checks base and adapter
+    info = trained.info
+    settings = {"base": str(Path(info["base"]).resolve()), "adapter": str(Path(info["adapter"]).resolve()),
+                "format": format, "exporter": exporter if format == "onnx" else None,
+                "file": path.name, "check_photos": str(check_photos) if check_photos else None}  # fmt: skip
+    claim_output(folder, "export", settings, overwrite=overwrite,
+                 owned=(path.name, path.name + ".json"))  # fmt: skip
+    merged = load_translator(info["base"], info["adapter"], merge=True, registries=registries)
+    arch, net = merged.arch, merged.model.cpu().eval()
+    crops, wholes = check_images(check_photos, n_check)
+    with torch.no_grad():
+        ref = trained.task.predict(trained.arch, trained.model.cpu(), {"A": crops})
+        got = merged.task.predict(arch, net, {"A": crops})
+    gap = (ref - got).abs()
+    report: dict[str, Any] = {
+        "file": str(path), "format": format, "base": info["base"], "adapter": info["adapter"],
+        "prompt": info.get("prompt"), "architecture": arch.name, "config": arch.config,
+        "merge_max_abs_diff": float(gap.max()),
+        "merge_interior_max_abs_diff": float(gap[..., BORDER:-BORDER, BORDER:-BORDER].max()),
+    }  # fmt: skip
+    if format == "safetensors":
+        save_tensors(path, net.state_dict(), {"architecture": arch.name,
+                     "config": json.dumps(arch.config), "prompt": info.get("prompt") or "",
+                     "input": "[B, 3, H, W] in [-1, 1], H and W multiples of 4; output in [-1, 1]"})  # fmt: skip
+        report.update(_check_safetensors(path, arch, net, crops))
+    else:
+        report.update(_export_and_check(path, arch, net, crops, wholes, exporter, threads, say))
+    report["bytes"] = path.stat().st_size
+    report["megabytes"] = round(path.stat().st_size / 2**20, 3)
+    write_json(path.with_name(path.name + ".json"), report)
+    if format == "onnx" and report["max_abs_diff"] > ONNX_TOLERANCE:
+        raise DnwError(
+            f"{path}: onnxruntime differs from PyTorch by {report['max_abs_diff']:.2e} "
+            f"(> {ONNX_TOLERANCE:g}); do not ship it: try --exporter torchscript and report it"
+        )
+    return report
+
+
+def _check_safetensors(path: Path, arch: Any, net: nn.Module, crops: torch.Tensor):
+    from denoised_weights.core.io import load_tensors
+
+    weights, _ = load_tensors(path, finite=True)
+    again = arch.build()
+    again.load_state_dict(weights)
+    again.eval()
+    with torch.no_grad():
+        diff = (arch.forward(again, {"A": crops}) - arch.forward(net, {"A": crops})).abs().max()
+    return {"reload_max_abs_diff": float(diff), "check_images": len(crops)}
+
+
+def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say):
+    module = DeviceTranslator(arch, net).eval()
+    say(f"exporting to ONNX with the {exporter} exporter ...")
+    t0 = time.perf_counter()
+    try:
+        how = export_onnx(module, path, exporter=exporter, dynamic=True)
+    except Exception as exc:  # a dynamic export that fails: fall back to a fixed size
+        how = export_onnx(module, path, exporter=exporter, dynamic=False)
+        how["dynamic_failed"] = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    how["export_seconds"] = round(time.perf_counter() - t0, 2)
+    _add_metadata(path, {"dnw_input": "image: float32 [batch, 3, height, width] RGB in [0, 1]",
+                         "dnw_output": "translated: float32, same shape, in [0, 1]",
+                         "dnw_architecture": arch.name, "dnw_config": arch.config})  # fmt: skip
+    say("checking it with onnxruntime against PyTorch on real photos ...")
+    session = _onnx_session(path, threads)
+
+    def run_ort(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+    diffs = {}
+    with torch.no_grad():
+        per_image = [float((run_ort(c[None]) - module(c[None])).abs().max()) for c in crops]
+        diffs[f"{len(crops)} crops {CHECK_SIZE}x{CHECK_SIZE}"] = max(per_image)
+        if how["dynamic"]:
+            diffs[f"batch of {len(crops)}"] = float((run_ort(crops) - module(crops)).abs().max())
+            for name, x in wholes:
+                key = f"{name} {x.shape[-1]}x{x.shape[-2]}"
+                diffs[key] = float((run_ort(x) - module(x)).abs().max())
+        one = crops[:1].contiguous()
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            torch_latency = _latency(lambda: module(one))
+        finally:
+            torch.set_num_threads(torch_threads)
+    ort_latency = _latency(lambda: session.run(None, {"image": one.numpy()}))
+    return {**how, "check_images": len(crops), "max_abs_diff": max(diffs.values()),
+            "max_abs_diff_per_check": diffs, "tolerance": ONNX_TOLERANCE,
+            "latency_threads": threads,
+            "onnxruntime_ms_per_256x256": round(ort_latency * 1000, 2),
+            "pytorch_ms_per_256x256": round(torch_latency * 1000, 2)}  # fmt: skip
+
+
+__all__ = ["DeviceTranslator", "export", "merged_network"]
