@@ -159,6 +159,7 @@ class Case:
     exit: int | None = None  # None: any non-zero
 
 
+# fmt: off
 CASES = [
     # 1. existing folders are never deleted, and nothing is written inside the package
     Case("generate-into-a-base", [*GEN, "--out", "base"], "already holds the output of 'dnw base'"),
@@ -168,17 +169,17 @@ CASES = [
         "pairs-into-user-files",
         ["pairs", "--concept", "gamma-2.2", "--out", "mine", "-n", "2", "--size", "16"],
         "already holds",
-    ),  # fmt: skip
+    ),
     Case(
         "pack-into-user-files",
         ["pack", "--base", "base", "--generator", "gen", "--out", "mine"],
         "already holds",
-    ),  # fmt: skip
+    ),
     Case(
         "pack-into-the-package",
         ["pack", "--base", "base", "--generator", "gen", "--out", PACKAGE / "pretrained" / "small"],
         "inside the installed denoised-weights package",
-    ),  # fmt: skip
+    ),
     Case(
         "pack-needs-an-out",
         ["pack", "--base", "base", "--generator", "gen"],
@@ -201,7 +202,7 @@ CASES = [
             "base",
         ],
         "already holds",
-    ),  # fmt: skip
+    ),
     Case("fit-into-a-base", [*FIT, "--out", "base"], "already holds"),
     Case(
         "base-into-a-dataset",
@@ -212,7 +213,7 @@ CASES = [
         "collect-into-a-generator",
         ["collect", "--base", "base", "--preset", "tiny", "--concepts", "1", "--out", "gen"],
         "already holds",
-    ),  # fmt: skip
+    ),
     Case("generate-under-a-regular-file", [*GEN, "--out", "afile/adapter"], "is a file"),
     Case("generate-onto-a-regular-file", [*GEN, "--out", "afile"], "is a file"),
     # 3. finished and killed runs are reused only with the same settings
@@ -221,7 +222,7 @@ CASES = [
         [*FT, "--pairs", "pairs", "--prompt", "x", "--init", "scratch", "--out", "ft"],
         "other settings (init",
         finished_finetune,
-    ),  # fmt: skip
+    ),
     Case(
         "finetune-rerun-other-prompt",
         [
@@ -239,7 +240,7 @@ CASES = [
         ],
         "other settings (prompt",
         finished_finetune,
-    ),  # fmt: skip
+    ),
     Case(
         "finetune-rerun-other-pairs",
         [
@@ -257,7 +258,7 @@ CASES = [
         ],
         "train_data",
         finished_finetune,
-    ),  # fmt: skip
+    ),
     Case(
         "finetune-resume-other-lr",
         [
@@ -277,12 +278,12 @@ CASES = [
         ],
         "other settings (lr",
         killed_finetune,
-    ),  # fmt: skip
+    ),
     Case(
         "base-rerun-other-preset",
         ["base", "--preset", "small", "--steps", "1", "--out", "base"],
         "other settings (config",
-    ),  # fmt: skip
+    ),
     # 4. damaged inputs are refused before anything is used
     Case(
         "base-values-overwritten",
@@ -301,7 +302,7 @@ CASES = [
         ],
         "does not match the checksum",
         lambda ws: overwrite_values(ws.base / "model.safetensors"),
-    ),  # fmt: skip
+    ),
     Case(
         "base-nan-without-checksums",
         [
@@ -319,7 +320,7 @@ CASES = [
         ],
         "NaN or infinite",
         lambda ws: (overwrite_values(ws.base / "model.safetensors"), drop_checksums(ws)),
-    ),  # fmt: skip
+    ),
     Case(
         "base-missing-a-key",
         [
@@ -340,7 +341,7 @@ CASES = [
             drop_tensor(ws.base / "model.safetensors", "stem.conv.weight"),
             drop_checksums(ws),
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "base-truncated",
         [
@@ -358,7 +359,7 @@ CASES = [
         ],
         "not a readable safetensors file",
         lambda ws: (ws.base.joinpath("model.safetensors").write_bytes(b"\x10"), drop_checksums(ws)),
-    ),  # fmt: skip
+    ),
     Case(
         "base-json-not-json",
         [
@@ -376,7 +377,7 @@ CASES = [
         ],
         "not valid JSON",
         lambda ws: ws.base.joinpath("base.json").write_text("{nope"),
-    ),  # fmt: skip
+    ),
     Case(
         "base-json-a-list",
         [
@@ -394,7 +395,7 @@ CASES = [
         ],
         "not a valid base model description",
         lambda ws: ws.base.joinpath("base.json").write_text("[1, 2]"),
-    ),  # fmt: skip
+    ),
     Case(
         "lr-inf",
         [
@@ -414,7 +415,7 @@ CASES = [
         ],
         "not a finite number",
         exit=2,
-    ),  # fmt: skip
+    ),
     Case(
         "lr-nan",
         [
@@ -434,44 +435,44 @@ CASES = [
         ],
         "not a finite number",
         exit=2,
-    ),  # fmt: skip
+    ),
     Case(
         "fit-on-a-damaged-shard",
         [*FIT, "--out", "g2"],
         "does not match its checksum",
         lambda ws: overwrite_values(first(ws.data / "shards", "*.safetensors"), 0x3F),
-    ),  # fmt: skip
+    ),
     Case(
         "fit-on-a-missing-shard",
         [*FIT, "--out", "g2"],
         "is missing",
         lambda ws: first(ws.data / "shards", "*.safetensors").unlink(),
-    ),  # fmt: skip
+    ),
     # 6. damaged metadata
     Case(
         "manifest-without-sha256",
         ["dataset", "info", "data"],
         "missing sha256",
         lambda ws: edit_json(first(ws.data / "manifest", "*.json"), lambda d: d.pop("sha256")),
-    ),  # fmt: skip
+    ),
     Case(
         "manifest-without-entries",
         [*FIT, "--out", "g2"],
         "missing entries",
         lambda ws: edit_json(first(ws.data / "manifest", "*.json"), lambda d: d.pop("entries")),
-    ),  # fmt: skip
+    ),
     Case(
         "dataset-json-not-json",
         [*FIT, "--out", "g2"],
         "not valid JSON",
         lambda ws: ws.data.joinpath("dataset.json").write_text(""),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-json-missing-key",
         [*GEN, "--out", "a"],
         "missing prediction_type",
         lambda ws: edit_json(ws.gen / "generator.json", lambda d: d.pop("prediction_type")),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-json-bad-prediction",
         [*GEN, "--out", "a"],
@@ -479,13 +480,13 @@ CASES = [
         lambda ws: edit_json(
             ws.gen / "generator.json", lambda d: d.update(prediction_type="bogus")
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-json-bad-timestep",
         [*GEN, "--out", "a"],
         "generator.json: default_timestep 5000",
         lambda ws: edit_json(ws.gen / "generator.json", lambda d: d.update(default_timestep=5000)),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-weights-not-safetensors",
         [*GEN, "--out", "a"],
@@ -493,24 +494,24 @@ CASES = [
         lambda ws: ws.gen.joinpath("model", "diffusion_pytorch_model.safetensors").rename(
             ws.gen / "model" / "diffusion_pytorch_model.bin"
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-mean-blocks-damaged",
         [*GEN, "--out", "a"],
         "does not fit the blocker layout",
         lambda ws: drop_tensor(ws.gen / "mean_blocks.safetensors", "mean"),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-blocker-without-block-size",
         [*GEN, "--out", "a"],
         "missing block_size",
         lambda ws: edit_json(ws.gen / "blocker.json", lambda d: d.pop("block_size")),
-    ),  # fmt: skip
+    ),
     Case(
         "generator-folder-empty",
         ["generate", "--generator", "mine", "--prompt", "x", "--out", "a"],
         "not a generator folder",
-    ),  # fmt: skip
+    ),
     # 7. extreme numbers
     Case(
         "huge-image-in-pairs",
@@ -522,13 +523,13 @@ CASES = [
             (ws.big / "B").mkdir(),
             shutil.move(ws.big / "B.png", ws.big / "B" / "0.png"),
         ),
-    ),  # fmt: skip
+    ),
     Case("seed-beyond-64-bits", [*GEN, "--out", "a", "--seed", str(2**70)], "--seed", exit=2),
     Case(
         "rank-too-large",
         ["info", "e2gan", "--preset", "tiny", "--rank", "100000000"],
         "larger than any of this network's layers can use",
-    ),  # fmt: skip
+    ),
     Case(
         "block-size-one",
         [*FIT, "--out", "g2", "--block-size", "1"],
@@ -538,7 +539,7 @@ CASES = [
         "block-size-huge",
         [*FIT, "--out", "g2", "--block-size", "1000000000"],
         "larger than the whole adapter",
-    ),  # fmt: skip
+    ),
     Case("generate-5000-steps", [*GEN, "--out", "a", "--steps", "5000"], "--steps", exit=2),
     Case(
         "fit-batch-size-huge",
@@ -558,7 +559,7 @@ CASES = [
         "whitespace-prompt",
         [*FT, "--pairs", "pairs", "--prompt", "   ", "--init", "scratch", "--out", "o"],
         "the prompt is empty",
-    ),  # fmt: skip
+    ),
     Case("unknown-task", ["base", "--task", "nope", "--out", "o"], "unknown task 'nope'"),
     Case(
         "unknown-init",
@@ -576,17 +577,17 @@ CASES = [
             "o",
         ],
         "unknown generator 'bogus'",
-    ),  # fmt: skip
+    ),
     Case(
         "unknown-benchmark-preset",
         ["benchmark", "--task", "digits", "--preset", "huge", "--out", "o"],
         "has no benchmark preset 'huge'",
-    ),  # fmt: skip
+    ),
     Case(
         "training-concept-in-benchmark",
         ["benchmark", "--preset", "smoke", "--out", "o", "--concepts", "gamma-0.4"],
         "is a training concept",
-    ),  # fmt: skip
+    ),
     Case(
         "cuda-on-a-cpu-machine",
         [
@@ -603,19 +604,19 @@ CASES = [
             "cuda",
         ],
         "no CUDA device",
-    ),  # fmt: skip
+    ),
     Case("bad-task-option", ["base", "-T", "photos_dir", "--out", "o"], "is not KEY=VALUE", exit=2),
     Case(
         "pairs-folder-missing",
         [*FT, "--pairs", "nowhere", "--prompt", "x", "--init", "scratch", "--out", "o"],
         "is no such folder",
-    ),  # fmt: skip
+    ),
     Case(
         "pairs-folder-without-b",
         [*FT, "--pairs", "half", "--prompt", "x", "--init", "scratch", "--out", "o"],
         "needs both A/ and B/",
         lambda ws: shutil.copytree(ws.pairs / "A", ws.half / "A"),
-    ),  # fmt: skip
+    ),
     Case(
         "pairs-folder-two-files-one-pair",
         [*FT, "--pairs", "pairs", "--prompt", "x", "--init", "scratch", "--out", "o"],
@@ -624,15 +625,16 @@ CASES = [
             first(ws.pairs / "A", "*.png"),
             ws.pairs / "A" / (first(ws.pairs / "A", "*.png").stem + ".jpg"),
         ),
-    ),  # fmt: skip
+    ),
     Case("dataset-info-of-a-base", ["dataset", "info", "base"], "not a weight dataset"),
     Case(
         "verify-damaged-dataset",
         ["dataset", "verify", "data"],
         "1 problem(s) found",
         lambda ws: overwrite_values(first(ws.data / "shards", "*.safetensors"), 0x3F),
-    ),  # fmt: skip
+    ),
 ]
+# fmt: on
 
 
 def test_there_are_at_least_forty_cases():
@@ -771,3 +773,24 @@ def test_collect_redoes_damaged_and_missing_concepts(ws):
     assert any("2 damaged or incomplete concept(s) set aside" in s for s in said), said
     assert dataset.verify() == [] and len(dataset.concepts) == 4
     assert (ws.data / "shards" / (shards[0].name + ".damaged")).is_file()  # kept, not deleted
+
+
+def test_the_same_inputs_by_another_path_are_the_same_settings(ws):
+    finished_finetune(ws, "--base", str(ws.base))  # an absolute path first
+    result = run(
+        ws,
+        [
+            *FT,
+            "--pairs",
+            "pairs",
+            "--prompt",
+            "x",
+            "--init",
+            "standard",
+            "--base",
+            "base",
+            "--out",
+            "ft",
+        ],
+    )
+    assert result.exit_code == 0, result.output  # the finished run is reused

@@ -178,14 +178,13 @@ class DiffusionGenerator(WeightGenerator):
             registries,
         )
         stats = load_tensors(self.path / "mean_blocks.safetensors", finite=True)[0]
-        if "mean" not in stats or tuple(stats["mean"].shape) != (
-            self.blocker.n_blocks,
-            self.blocker.block_size,
-        ):
+        shape = (self.blocker.n_blocks, self.blocker.block_size)
+        centred = bool(self.info.get("centered", False))
+        needed = ("mean", "scale") if centred else ("mean",)
+        if any(k not in stats or tuple(stats[k].shape) != shape for k in needed):
             raise DnwError(f"{self.path / 'mean_blocks.safetensors'} does not fit the blocker layout; the generator is damaged")  # fmt: skip
         self.mean_blocks = stats["mean"]
         # model space -> blocks: blocks = offset + scale · x (identity for uncentred generators)
-        centred = bool(self.info.get("centered", False))
         self.offset = self.mean_blocks if centred else torch.zeros_like(self.mean_blocks)
         self.scale = stats["scale"] if centred else torch.ones_like(self.mean_blocks)
         self.encoder = create_text_encoder(

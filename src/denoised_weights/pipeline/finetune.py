@@ -122,7 +122,7 @@ def initialiser_identity(initialiser: WeightGenerator | None) -> Any:
     )
     ident: dict[str, Any] = {"class": type(initialiser).__name__}
     if source is not None:
-        ident["source"] = str(source)
+        ident["source"] = str(Path(source).resolve())
         for name in ("generator.json", "dataset.json"):
             if (Path(source) / name).is_file():
                 ident["digest"] = hashlib.sha256((Path(source) / name).read_bytes()).hexdigest()[
@@ -226,7 +226,8 @@ def finetune(
     settings = {
         "task": task.name, "architecture": arch.name, "config": arch.config, "init": init,
         "initialiser": initialiser_identity(initialiser), "prompt": prompt,
-        "base": None if full else str(base), **opts.to_dict(), "metrics": names, "lr": lr,
+        "base": None if full else str(Path(base).resolve()) if base else None, **opts.to_dict(),
+        "metrics": names, "lr": lr,
         "train_data": data_digest(train), "eval_data": data_digest(eval),
     }  # fmt: skip
     state = claim_output(

@@ -393,7 +393,9 @@ def fit(
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     # a longer or shorter budget resumes the same fit, unless the schedule is laid out over it
     budget = ("max_minutes",) if "max_steps" in config.making() else ("max_minutes", "max_steps")
-    settings = {"data": str(data), "dataset": dataset.fingerprint,
+    if config.base:
+        config.base = str(Path(config.base).resolve())
+    settings = {"data": str(Path(data).resolve()), "dataset": dataset.fingerprint,
                 **{k: v for k, v in config.to_dict().items() if k not in budget}}  # fmt: skip
     if rank == 0:
         state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),

@@ -51,7 +51,7 @@ def generate_adapter(
     used, total = prompt_usage(gen.encoder, prompt)
     options = {k: v for k, v in options.items() if v is not None}
     if out is not None:
-        settings = {"prompt": prompt, "generator": str(gen.path), **options}
+        settings = {"prompt": prompt, "generator": str(gen.path.resolve()), **options}
         claim_output(
             out,
             "generate",

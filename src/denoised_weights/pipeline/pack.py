@@ -103,7 +103,8 @@ def build_pack(
             f"the pack would be {size / 2**20:.1f} MiB, over the {MAX_PACK_BYTES / 2**20:.0f} MiB limit; "
             "use a smaller generator preset"
         )
-    settings = {"base": str(base), "generator": str(generator), "data": str(data) if data else None}
+    settings = {"base": str(base.resolve()), "generator": str(generator.resolve()),
+                "data": str(Path(data).resolve()) if data else None}  # fmt: skip
     claim_output(
         out, "pack", settings, overwrite=overwrite, owned=("base", "generator", "provenance.json")
     )

@@ -79,7 +79,8 @@ def to_loaded(im: Image.Image, *, fmt: str | None = None) -> LoadedImage:
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
             a = rgba[..., 3:]
             rgb_np = rgba[..., :3] * a + (1.0 - a)  # onto white, as the photo loader does
-            alpha = torch.from_numpy(np.ascontiguousarray(rgba[..., 3]))
+            if float(a.min()) < 1.0:  # keep an alpha channel only when something is see-through
+                alpha = torch.from_numpy(np.ascontiguousarray(rgba[..., 3]))
         else:
             rgb_np = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
         rgb = torch.from_numpy(np.ascontiguousarray(rgb_np)).permute(2, 0, 1).contiguous()
