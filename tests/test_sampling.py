@@ -105,7 +105,7 @@ def test_rules_reproduce_every_catalogue_split(task: ImageTranslationTask) -> No
 
 def test_extrapolation_concepts(task: ImageTranslationTask, samples: list[Concept]) -> None:
     extra = [c for c in task.concepts("held-out") if c.holdout == "extrapolation"]
-    assert len(extra) >= 30 and len({c.family for c in extra}) >= 25
+    assert len(extra) >= 30 and len({c.family for c in extra}) >= 20
     reached = defaultdict(list)  # parameter -> every value a train or sampled concept uses
     for c in task.concepts("train") + samples:
         for key, value in c.params:
