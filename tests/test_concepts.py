@@ -145,11 +145,22 @@ def test_apply_concept_composes_steps(images: torch.Tensor) -> None:
 # split
 
 
+#: the catalogue's size before the extrapolation concepts were appended
+N_BEFORE_EXTRAPOLATION = 584
+
+
 def test_split_counts() -> None:
     train, held = concepts("train"), concepts("held-out")
     assert len(train) + len(held) == len(catalogue())
-    assert len(held) >= 40
-    assert 0.10 <= len(held) / len(catalogue()) <= 0.15
+    before = catalogue()[:N_BEFORE_EXTRAPOLATION]
+    held_before = [c for c in before if c.split == "held-out"]
+    assert len(held_before) >= 40
+    assert 0.10 <= len(held_before) / len(before) <= 0.15
+    assert {c.holdout for c in held_before} == {"interpolation", "composition"}
+    extrapolation = catalogue()[N_BEFORE_EXTRAPOLATION:]
+    assert len(extrapolation) >= 30
+    assert all(c.split == "held-out" and c.holdout == "extrapolation" for c in extrapolation)
+    assert all(c.holdout == "" for c in train)
     with pytest.raises(DnwError):
         concepts("validation")
 
@@ -175,8 +186,9 @@ def test_held_out_unreachable_from_train() -> None:
             for k, v in params.items()
             if v not in train_values[name, k]
         ]
-        for name, k, v in unseen_values:  # interpolation between train grid values
-            assert min(train_values[name, k]) < v < max(train_values[name, k]), (c.id, k)
+        for name, k, v in unseen_values:  # between train grid values, or beyond them
+            inside = min(train_values[name, k]) < v < max(train_values[name, k])
+            assert inside == (c.holdout != "extrapolation"), (c.id, k)
         unseen_pairs = [
             p for p in itertools.combinations(c.primitives, 2) if frozenset(p) not in train_pairs
         ]
@@ -184,6 +196,8 @@ def test_held_out_unreachable_from_train() -> None:
         kinds["values"] += bool(unseen_values)
         kinds["compositions"] += bool(unseen_pairs)
         kinds["triples"] += bool(unseen_pairs) and len(c.steps) == 3
+        kind = ("interpolation", "extrapolation") if unseen_values else ("composition",)
+        assert c.holdout in kind, c.id
     assert kinds["values"] >= 10 and kinds["compositions"] >= 10 and kinds["triples"] >= 1
 
 
@@ -201,7 +215,7 @@ def test_get_concept_by_id_and_prompt() -> None:
 
 def test_get_concept_unknown() -> None:
     with pytest.raises(DnwError) as info:
-        get_concept("sepia-0.65")
+        get_concept("sepia-0.65")  # the catalogue's lookup (parsing.resolve reads such ids)
     message = str(info.value)
     assert "\n" not in message
     assert "dnw list concepts" in message

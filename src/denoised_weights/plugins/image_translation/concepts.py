@@ -12,13 +12,19 @@ followed by an edit that does nothing to grey, such as ``hue_rotate``).
 The split is fixed and rule-based, so no held-out concept is reachable from the train ones:
 
 * every primitive parameter has a *train grid* and a disjoint set of *held-out values*, each
-  strictly between two train grid values (interpolation, never extrapolation; ``median``, whose
-  integer radius is 1 or 2, has none); train concepts only ever use train grid values;
+  strictly between two train grid values (``median``, whose integer radius is 1 or 2, has none);
+  train concepts only ever use train grid values;
 * a fixed set of primitive pairs (``HELD_OUT_PAIRS``, one per primitive at most) never occurs
   together in any train concept, neither as a pair nor inside a triple;
-* a held-out concept either uses at least one held-out value ("unseen values": single primitives
-  and a few compositions whose pair is seen in train), or contains a held-out pair ("unseen
-  compositions": the pair itself and triples containing it, at train values).
+* a held-out concept either uses at least one held-out value ("interpolation": single
+  primitives and a few compositions whose pair is seen in train), or contains a held-out pair
+  ("composition": the pair itself and triples containing it, at train values);
+* after all of those, single primitives at values beyond their train range
+  (``EXTRAPOLATION_VALUES``, "extrapolation"; appended so the ids before them keep their places).
+
+Concepts outside the catalogue (``gamma-2.43``, sampled ones among them) are read by
+:func:`.parsing.resolve` and split by the same rules (:mod:`.rules`); :mod:`.sampling` draws
+train concepts at continuous values.
 
 Every prompt contains the parameter values (as numbers or exact names), so prompts are unique
 across the whole catalogue. The catalogue is deterministic: selections use SHA-256 ranks.
@@ -45,16 +51,24 @@ Step = tuple[str, Params]
 TRAIN = "train"
 HELD_OUT = "held-out"
 SPLITS: tuple[str, ...] = (TRAIN, HELD_OUT)
+#: how a held-out concept is unseen (``Concept.holdout``): a held-out value between train values,
+#: a value beyond the train range, a held-out pair, or an edit type held out altogether
+INTERPOLATION = "interpolation"
+EXTRAPOLATION = "extrapolation"
+COMPOSITION = "composition"
+FAMILY = "family"
 
 
 @dataclass(frozen=True)
 class Concept:
-    """One edit: primitive ``steps`` applied in order, ``prompts`` that name it, its ``split``."""
+    """One edit: primitive ``steps`` applied in order, ``prompts`` that name it, its ``split``
+    and, when held out, how (``holdout``)."""
 
     id: str
     steps: tuple[Step, ...]
     prompts: tuple[str, ...]
     split: str
+    holdout: str = ""
 
     def __hash__(self) -> int:  # steps hold dicts; the id identifies a concept
         return hash(self.id)
@@ -149,6 +163,39 @@ GRIDS: dict[str, tuple[list[Params], list[Params]]] = {
     ),
     "chromatic_aberration": _one("shift", (1, 2, 3, 4), (2.5,)),
     "vignette": _one("strength", (0.2, 0.4, 0.6, 0.8, 1.0), (0.5,)),
+}
+
+#: held-out values beyond a parameter's train range (inside the primitive's valid range), one or
+#: two per primitive. ``median`` and ``pixelate`` have none (their train grids span the valid
+#: range), nor have ``hue_rotate`` and ``duotone``: hues, like motion-blur angles, are cyclic, so
+#: every hue lies between two train hues (``tint`` and ``motion_blur`` go beyond in strength and
+#: length). Left out as nearly invisible (a mean change of photo crops under 0.02, about half
+#: their weakest train value's): ``posterize`` 7 bits, ``sharpen`` 0.25 (the only sides their
+#: valid ranges leave), ``blur`` 0.5 and ``sepia``, ``grayscale`` and ``vignette`` below 0.2.
+EXTRAPOLATION_VALUES: dict[str, list[Params]] = {
+    "gamma": [{"gamma": 0.3}, {"gamma": 3.0}],
+    "contrast": [{"factor": 0.3}, {"factor": 2.5}],
+    "brightness": [{"delta": -0.5}, {"delta": 0.5}],
+    "exposure": [{"stops": -2.0}, {"stops": 2.0}],
+    "faded_blacks": [{"amount": 0.5}],
+    "local_contrast": [{"clip_limit": 10.0}],
+    "solarize": [{"threshold": 0.1}, {"threshold": 0.9}],
+    "threshold": [{"level": 0.2}, {"level": 0.8}],
+    "emboss": [{"strength": 0.1}],
+    "sketch": [{"softness": 0.5}, {"softness": 5.0}],
+    "glowing_edges": [{"strength": 0.1}],
+    "cartoon": [{"levels": 2.0}, {"levels": 10.0}],
+    "oil_paint": [{"radius": 6.0}],
+    "halftone": [{"cell": 12.0}],
+    "saturation": [{"factor": 0.1}, {"factor": 3.0}],
+    "tint": [{"hue": 120.0, "strength": 0.9}, {"hue": 240.0, "strength": 0.15}],
+    "temperature": [{"shift": -1.0}, {"shift": 1.0}],
+    "invert": [{"strength": 0.6}],
+    "channel_swap": [{"order": 1.0, "strength": 0.3}],
+    "false_colour": [{"palette": 2.0, "strength": 0.4}],
+    "blur": [{"sigma": 5.0}],
+    "motion_blur": [{"length": 17.0, "angle": 45.0}, {"length": 21.0, "angle": 90.0}],
+    "chromatic_aberration": [{"shift": 5.0}],
 }
 
 #: how many concepts of each kind the catalogue holds
@@ -248,10 +295,11 @@ def _prompts(steps: tuple[Step, ...]) -> tuple[str, ...]:
     )
 
 
-def _concept(steps: Iterable[Step], split: str) -> Concept:
+def make_concept(steps: Iterable[Step], split: str, holdout: str = "") -> Concept:
+    """The concept of ``steps`` (applied in the order given) with its id and prompts."""
     steps = tuple((name, dict(params)) for name, params in steps)
     cid = "+".join(_step_id(name, params) for name, params in steps)
-    return Concept(id=cid, steps=steps, prompts=_prompts(steps), split=split)
+    return Concept(id=cid, steps=steps, prompts=_prompts(steps), split=split, holdout=holdout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,26 +319,26 @@ def _build() -> list[Concept]:
     # single primitives: train grid, then held-out values
     for name in PRIMITIVES:
         train, held = GRIDS[name]
-        out += [_concept([(name, lv)], TRAIN) for lv in train]
-        out += [_concept([(name, lv)], HELD_OUT) for lv in held]
+        out += [make_concept([(name, lv)], TRAIN) for lv in train]
+        out += [make_concept([(name, lv)], HELD_OUT, INTERPOLATION) for lv in held]
 
     pairs = _cross_group(2)
     train_pairs = [c for c in pairs if not touches_held_pair(c)][:N_TRAIN_PAIRS]
-    out += [_concept(at_train_values(c), TRAIN) for c in train_pairs]
+    out += [make_concept(at_train_values(c), TRAIN) for c in train_pairs]
 
     triples = _cross_group(3)
     train_triples = [c for c in triples if not touches_held_pair(c)][:N_TRAIN_TRIPLES]
-    out += [_concept(at_train_values(c), TRAIN) for c in train_triples]
+    out += [make_concept(at_train_values(c), TRAIN) for c in train_triples]
 
     # unseen compositions: the held-out pairs, and triples containing exactly one of them
     held_pair_combos = [c for c in pairs if touches_held_pair(c)]
-    out += [_concept(at_train_values(c), HELD_OUT) for c in held_pair_combos]
+    out += [make_concept(at_train_values(c), HELD_OUT, COMPOSITION) for c in held_pair_combos]
     held_triples = [
         c
         for c in triples
         if sum(frozenset(p) in held_pairs for p in itertools.combinations(c, 2)) == 1
     ][:N_HELD_OUT_TRIPLES]
-    out += [_concept(at_train_values(c), HELD_OUT) for c in held_triples]
+    out += [make_concept(at_train_values(c), HELD_OUT, COMPOSITION) for c in held_triples]
 
     # unseen values in a seen composition: a train pair with one part at a held-out value
     for combo in train_pairs[:N_HELD_OUT_VALUE_PAIRS]:
@@ -300,7 +348,14 @@ def _build() -> list[Concept]:
         name = combo[k]
         held = GRIDS[name][1]
         steps[k] = (name, held[int(_rank("held-level", *combo), 16) % len(held)])
-        out.append(_concept(steps, HELD_OUT))
+        out.append(make_concept(steps, HELD_OUT, INTERPOLATION))
+
+    # unseen ranges: single primitives beyond their train range (last, so nothing above moves)
+    for name in PRIMITIVES:
+        out += [
+            make_concept([(name, lv)], HELD_OUT, EXTRAPOLATION)
+            for lv in EXTRAPOLATION_VALUES.get(name, ())
+        ]
 
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):  # pragma: no cover - guards edits to the grids
@@ -341,20 +396,33 @@ def _index() -> tuple[dict[str, Concept], dict[str, Concept]]:
     return by_id, by_prompt
 
 
-def get_concept(id_or_text: str) -> Concept:
-    """The concept with this id, or with this prompt (case and spacing ignored).
-
-    Raises :class:`DnwError` naming the closest ids when nothing matches exactly.
-    """
+def find(id_or_text: str) -> Concept | None:
+    """The catalogue concept with this id, or with this prompt (case and spacing ignored)."""
     by_id, by_prompt = _index()
     if id_or_text in by_id:
         return by_id[id_or_text]
     key = _normalise(id_or_text)
-    if key in by_id:
-        return by_id[key]
-    if key in by_prompt:
-        return by_prompt[key]
+    return by_id.get(key) or by_prompt.get(key)
+
+
+def unknown_concept(id_or_text: str, reason: str = "") -> DnwError:
+    """The one-line error for a text that names no concept, with the closest ids."""
+    by_id, by_prompt = _index()
+    key = _normalise(id_or_text)
     close = difflib.get_close_matches(key, list(by_id) + list(by_prompt), n=6, cutoff=0.5)
     ids = list(dict.fromkeys(by_id[m].id if m in by_id else by_prompt[m].id for m in close))[:3]
     hint = f"; closest: {', '.join(ids)}" if ids else ""
-    raise DnwError(f"unknown concept {id_or_text!r}{hint} (see `dnw list concepts`)")
+    why = f" ({reason})" if reason else ""
+    return DnwError(f"unknown concept {id_or_text!r}{why}{hint} (see `dnw list concepts`)")
+
+
+def get_concept(id_or_text: str) -> Concept:
+    """The catalogue concept with this id, or with this prompt (case and spacing ignored);
+    :func:`.parsing.resolve` also reads ids and prompts outside the catalogue.
+
+    Raises :class:`DnwError` naming the closest ids when nothing matches exactly.
+    """
+    found = find(id_or_text)
+    if found is None:
+        raise unknown_concept(id_or_text)
+    return found

@@ -747,7 +747,8 @@ def motion_blur(images: Images, length: float, angle: float) -> Images:
     return kornia.filters.motion_blur(images, k, float(angle), 0.0, mode="bilinear")
 
 
-_ANGLE_NAMES = {
+#: names for motion-blur angles (degrees) used in prompts
+ANGLE_NAMES: dict[int, str] = {
     0: "horizontal",
     45: "rising diagonal",
     60: "steep rising",
@@ -758,7 +759,7 @@ _ANGLE_NAMES = {
 
 def _describe_motion_blur(length: float, angle: float) -> Phrases:
     k = _odd(length)
-    way = _ANGLE_NAMES.get(round(angle), f"{angle:g}-degree")
+    way = ANGLE_NAMES.get(round(angle), f"{angle:g}-degree")
     return (
         f"a {way} motion blur {k} pixels long",
         f"{way} camera shake smeared over {k} pixels",

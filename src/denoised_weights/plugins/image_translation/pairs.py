@@ -31,15 +31,16 @@ def _check_split(split: str) -> str:
 
 
 class CataloguePairs(PairSource):
-    """A catalogue concept applied to random crops of real photos.
+    """A concept's edit (a catalogue concept, or any id or prompt :func:`.parsing.resolve`
+    reads, such as a sampled one) applied to random crops of real photos.
 
     ``split="eval"`` crops come from photos never used for ``train`` crops.
     """
 
     def __init__(self, concept: str, size: int = 64, photos_dir: str | Path | None = None) -> None:
-        from denoised_weights.plugins.image_translation.concepts import get_concept
+        from denoised_weights.plugins.image_translation.parsing import resolve
 
-        self.concept = get_concept(concept)
+        self.concept = resolve(concept)
         self.size = size
         self.photos_dir = photos_dir
 

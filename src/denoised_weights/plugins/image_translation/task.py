@@ -1,16 +1,24 @@
 """The image-translation task: catalogue concepts applied to real photos, pix2pix folders,
-flipped batches, eval L1 (lower is better) and image grids."""
+flipped batches, eval L1 (lower is better) and image grids.
+
+``exclude_families`` (a task option: ``--task-option exclude_families=vignette,sepia``) holds
+whole edit types out for leave-one-family-out experiments: every concept using one of them is
+held out as "family", and neither ``sample_concept`` nor the train split ever returns it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import (
+    TRAIN,
     Concept,
     TargetArchitecture,
     Task,
@@ -19,6 +27,8 @@ from denoised_weights.core.interfaces import (
     concat_data,
 )
 from denoised_weights.plugins.image_translation import concepts as catalogue
+from denoised_weights.plugins.image_translation import parsing, sampling
+from denoised_weights.plugins.image_translation.edits import PRIMITIVES
 
 PRESETS = {
     # the whole pipeline at toy size: minutes, for tests and CI
@@ -56,18 +66,31 @@ PRESETS = {
 }  # fmt: skip
 
 
-def _holdout(c: catalogue.Concept) -> str:
-    if c.split != catalogue.HELD_OUT:
-        return ""
-    held_value = any(params in catalogue.GRIDS[name][1] for name, params in c.steps)
-    return "interpolation" if held_value else "composition"
-
-
-def to_core(c: catalogue.Concept) -> Concept:
-    """The catalogue's concept as the pipeline sees it: family = the edits, params = values."""
+def to_core(c: catalogue.Concept, exclude: frozenset[str] = frozenset()) -> Concept:
+    """The catalogue's concept as the pipeline sees it: family = the edits, params = values;
+    a concept using an ``exclude``d primitive is held out as "family"."""
     params = tuple((f"{name}.{k}", float(v)) for name, p in c.steps for k, v in p.items())
-    return Concept(id=c.id, prompts=c.prompts, split=c.split, family="+".join(c.primitives),
-                   params=params, holdout=_holdout(c))  # fmt: skip
+    split, holdout = c.split, c.holdout
+    if exclude & set(c.primitives):
+        split, holdout = catalogue.HELD_OUT, catalogue.FAMILY
+    return Concept(id=c.id, prompts=c.prompts, split=split, family="+".join(c.primitives),
+                   params=params, holdout=holdout)  # fmt: skip
+
+
+def parse_families(names: str | Iterable[str] | None) -> frozenset[str]:
+    """Primitive names from ``"vignette,sepia"`` (or a list; ``-`` or ``_``, any case)."""
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = {n.strip().lower().replace("-", "_") for n in names or ()} - {""}
+    unknown = sorted(wanted - set(PRIMITIVES))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(PRIMITIVES), n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise DnwError(
+            f"exclude_families: unknown edit {unknown[0]!r}{hint} "
+            f"(see 'dnw list concepts --task image-translation')"
+        )
+    return frozenset(wanted)
 
 
 class ImageTranslationTask(Task):
@@ -83,11 +106,18 @@ class ImageTranslationTask(Task):
     target_key = "B"
 
     def __init__(
-        self, photos_dir: str | Path | None = None, identity_fraction: float = 0.125
+        self,
+        photos_dir: str | Path | None = None,
+        identity_fraction: float = 0.125,
+        exclude_families: str | Iterable[str] | None = None,
     ) -> None:
         self.photos_dir = str(photos_dir) if photos_dir else None
         self.identity_fraction = identity_fraction
-        self.options = {"photos_dir": self.photos_dir} if self.photos_dir else {}
+        self.exclude_families = parse_families(exclude_families)
+        self.options: dict[str, Any] = {"photos_dir": self.photos_dir} if self.photos_dir else {}
+        if self.exclude_families:  # in catalogue order, so equal sets give equal options
+            names = [n for n in PRIMITIVES if n in self.exclude_families]
+            self.options["exclude_families"] = ",".join(names)
 
     @property
     def presets(self) -> dict[str, TaskPreset]:
@@ -95,7 +125,11 @@ class ImageTranslationTask(Task):
 
     @cached_property
     def _concepts(self) -> list[Concept]:
-        return [to_core(c) for c in catalogue.catalogue()]
+        return [to_core(c, self.exclude_families) for c in catalogue.catalogue()]
+
+    @cached_property
+    def _templates(self) -> list[tuple[str, ...]]:
+        return [tuple(c.family.split("+")) for c in self.concepts(TRAIN)]
 
     def concepts(self, split: str | None = None) -> list[Concept]:
         if split is not None:
@@ -103,7 +137,16 @@ class ImageTranslationTask(Task):
         return [c for c in self._concepts if split is None or c.split == split]
 
     def get_concept(self, id_or_prompt: str) -> Concept:
-        return to_core(catalogue.get_concept(id_or_prompt))
+        """A catalogue concept by id or prompt, or any well-formed id or prompt of edits at other
+        values (a sampled ``gamma-1.47``), split by the catalogue's rules."""
+        return to_core(parsing.resolve(id_or_prompt), self.exclude_families)
+
+    def sample_concept(self, generator: Any) -> Concept:
+        """A train concept (a single edit or a train composition) at random values of the train
+        ranges, outside every held-out margin (see :mod:`.sampling`)."""
+        if not self._templates:
+            raise DnwError("no training concepts to sample: exclude_families holds out every edit")
+        return to_core(sampling.sample_concept(self._templates, generator), self.exclude_families)
 
     def make_data(
         self, concept: Concept, *, arch: TargetArchitecture, split: str, n: int, seed: int
