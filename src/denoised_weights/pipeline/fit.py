@@ -106,6 +106,7 @@ class FitConfig(JsonConfig):
     task_batch: int = field(8, help="examples of each drawn concept per step")
     task_weight: float = field(1.0, help="weight of the task loss beside the denoising loss (objective both)")  # fmt: skip
     task_options: dict[str, Any] | None = field(None, help="options of the task's factory (e.g. photos_dir)")  # fmt: skip
+    init_from: str | None = field(None, help="a fitted generator to start from: its network, block layout and centring (same dataset layout)")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTIONS:
@@ -228,13 +229,20 @@ def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> B
     entries, states = zip(*dataset.iter_states(), strict=True)
     k_max = max(e["checkpoint"] for e in entries)
     is_val = [k_max > 0 and e["checkpoint"] == k_max for e in entries]
-    blocker.fit([s for s, v in zip(states, is_val, strict=True) if not v])
+    reference = _reference(config, arch, registries)
+    if reference is not None:  # the starting generator's layout and statistics
+        blocker = reference.blocker
+    else:
+        blocker.fit([s for s, v in zip(states, is_val, strict=True) if not v])
     blocks = torch.stack([blocker.to_blocks(s) for s in states])  # [E, N, b]
     encoder = create_text_encoder(config.text_encoder, config.text_encoder_path, registries)
     bank = PromptBank(encoder, sorted({p for e in entries for p in e["prompts"]}))
     train_idx = [i for i, v in enumerate(is_val) if not v]
     mean_blocks = blocks[train_idx].mean(0)
-    if config.center:
+    if reference is not None:
+        mean_blocks, scale_blocks = reference.offset, reference.scale
+        blocks = (blocks - mean_blocks) / scale_blocks
+    elif config.center:
         scale_blocks = deviation_scales(blocks[train_idx] - mean_blocks, blocker.groups)
         blocks = (blocks - mean_blocks) / scale_blocks  # what the model sees
     else:
@@ -246,6 +254,24 @@ def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> B
         val_idx=[i for i, v in enumerate(is_val) if v] or train_idx[:1],
         sample_range=sample_range_of(blocks[train_idx]),
     )  # fmt: skip
+
+
+def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:
+    """The generator ``init_from`` names (checked to fit this dataset's layout), or None."""
+    if not config.init_from:
+        return None
+    from denoised_weights.generators.diffusion import DiffusionGenerator
+
+    gen = DiffusionGenerator(config.init_from, registries=registries)
+    gen.check_fits(arch)
+    if not gen.info.get("centered", False) and config.center:
+        raise DnwError(f"--init-from {config.init_from}: that generator is not centred; add --no-center")
+    if gen.info["prediction_type"] != config.prediction_type or gen.info["text_encoder"] != config.text_encoder:
+        raise DnwError(
+            f"--init-from {config.init_from} was fitted with --prediction {gen.info['prediction_type']} and "
+            f"--text-encoder {gen.info['text_encoder']}; use the same"
+        )
+    return gen
 
 
 class _Fit:
@@ -260,8 +286,14 @@ class _Fit:
         preset = config.preset
         self.options = {**_model_size(preset), **(config.model_options or {})}
         torch.manual_seed(config.seed)
-        self.model = WeightUNet1D(block_size=bd.block_size, text_dim=bd.encoder.dim,
-                                  max_blocks=bd.n_blocks, **self.options).to(device)  # fmt: skip
+        if config.init_from:  # the starting generator's network (its own size options)
+            self.model = WeightUNet1D.from_pretrained(str(Path(config.init_from) / "model"), use_safetensors=True)
+            self.model = self.model.to(device).train()
+            self.model.requires_grad_(True)
+            self.options = {k: self.model.config[k] for k in ("channels", "heads", "patch", "pooled_text", "emb_head")}  # fmt: skip
+        else:
+            self.model = WeightUNet1D(block_size=bd.block_size, text_dim=bd.encoder.dim,
+                                      max_blocks=bd.n_blocks, **self.options).to(device)  # fmt: skip
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.0)
         # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
         self.lr_sched = get_scheduler(config.lr_schedule, self.opt,
@@ -395,6 +427,8 @@ def fit(
     budget = ("max_minutes",) if "max_steps" in config.making() else ("max_minutes", "max_steps")
     if config.base:
         config.base = str(Path(config.base).resolve())
+    if config.init_from:
+        config.init_from = str(Path(config.init_from).resolve())
     settings = {"data": str(Path(data).resolve()), "dataset": dataset.fingerprint,
                 **{k: v for k, v in config.to_dict().items() if k not in budget}}  # fmt: skip
     if rank == 0:
