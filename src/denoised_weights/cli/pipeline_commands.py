@@ -243,7 +243,7 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
               max_steps, workers, seed, step0_only, device, overwrite) -> None:  # fmt: skip
     """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
     from denoised_weights import api
-    from denoised_weights.pipeline.report import headline_table, step0_table
+    from denoised_weights.pipeline.report import headline_table, step0_split_table, step0_table
 
     for option, path in (("--base", base), ("--data", data), ("--generator", generator)):
         existing_dir(option, path, "a folder made by the matching dnw command")
@@ -255,6 +255,8 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
     )  # fmt: skip
     if step0_only:
         click.echo(step0_table(results["step0"]))
+        if results["step0"].get("splits"):
+            click.echo(step0_split_table(results["step0"]))
         click.echo(f"per-concept values: {out / 'step0.json'}")
         return
     click.echo(headline_table(results))

@@ -226,3 +226,89 @@ class FineInit(_DatasetInit):
         for module in wrapped:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return {k: v.cpu() for k, v in lora_state(model).items()}
+
+
+class _OracleInit(_DatasetInit):
+    """Reference inits that know the new concept's true family and parameter values (an
+    oracle: a user has only the prompt). They resolve the prompt through the task, so they
+    work only where the pipeline passes the task (fine-tuning, step 0, the benchmark)."""
+
+    def __init__(self, data: str | Path, registries: Any = None, **_: Any) -> None:
+        super().__init__(data)
+        self.registries = registries
+        self._cache: dict[str, Any] = {}
+
+    def _dataset_concepts(self, task: Any) -> list[Any]:
+        if "concepts" not in self._cache:
+            self._cache["concepts"] = [task.get_concept(c) for c in self.dataset.concepts]
+        return self._cache["concepts"]
+
+    def _fallback(self, prompt: str, seed: int) -> StateDict:
+        nearest = self._cache.setdefault(
+            "nearest", NearestInit(self.dataset.path, registries=self.registries)
+        )
+        return nearest.generate(prompt, seed=seed)
+
+    def _family_peers(self, task: Any, target: Any) -> list[tuple[Any, float]]:
+        """Dataset concepts of the target's family with their parameter distance to it (each
+        parameter scaled by its spread among them)."""
+        peers = [c for c in self._dataset_concepts(task) if c.family == target.family and c.params]
+        if not peers or not target.params:
+            return []
+        names = [k for k, _ in target.params]
+        values = {k: [dict(c.params).get(k, 0.0) for c in peers] for k in names}
+        spread = {k: (max(v) - min(v)) or 1.0 for k, v in values.items()}
+        want = dict(target.params)
+        return [
+            (c, sum(abs(dict(c.params).get(k, 0.0) - want[k]) / spread[k] for k in names))
+            for c in peers
+        ]
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        raise DnwError(f"{type(self).__name__} is an oracle: it needs the task to know the concept; use it through finetune, compare or the benchmark")  # fmt: skip
+
+
+class NearestParamInit(_OracleInit):
+    """Oracle retrieval: the trained LoRA of the dataset concept of the same family whose
+    parameter values are closest (no same-family concept: the nearest by prompt)."""
+
+    def initialise(self, prompt: str, *, task: Any = None, seed: int = 0, **_: Any) -> StateDict:
+        if task is None:
+            return self.generate(prompt, seed=seed)
+        peers = self._family_peers(task, task.get_concept(prompt))
+        if not peers:
+            return self._fallback(prompt, seed)
+        best = min(peers, key=lambda p: p[1])[0]
+        return self.dataset.load_concept(best.id)[-1]
+
+
+class InterpolateInit(_OracleInit):
+    """Oracle interpolation: along the one parameter in which the concept differs from
+    same-family dataset concepts, the LoRAs of the two trained values that bracket its value,
+    mixed linearly by position (beyond the trained range, or with no such pair: the nearest
+    by parameters, then by prompt)."""
+
+    def initialise(self, prompt: str, *, task: Any = None, seed: int = 0, **_: Any) -> StateDict:
+        if task is None:
+            return self.generate(prompt, seed=seed)
+        target = task.get_concept(prompt)
+        peers = self._family_peers(task, target)
+        if not peers:
+            return self._fallback(prompt, seed)
+        want = dict(target.params)
+        for name in want:  # the concept's parameter that its peers vary in, the others equal
+            line = [c for c, _ in peers if all(abs(dict(c.params).get(k, 0.0) - v) < 1e-9 for k, v in want.items() if k != name)]  # fmt: skip
+            below = [c for c in line if dict(c.params)[name] < want[name]]
+            above = [c for c in line if dict(c.params)[name] > want[name]]
+            if below and above:
+                lo = max(below, key=lambda c: dict(c.params)[name])
+                hi = min(above, key=lambda c: dict(c.params)[name])
+                a, b = dict(lo.params)[name], dict(hi.params)[name]
+                w = (want[name] - a) / (b - a)
+                s_lo, s_hi = (
+                    self.dataset.load_concept(lo.id)[-1],
+                    self.dataset.load_concept(hi.id)[-1],
+                )
+                return {k: (1 - w) * s_lo[k] + w * s_hi[k] for k in s_lo}
+        best = min(peers, key=lambda p: p[1])[0]
+        return self.dataset.load_concept(best.id)[-1]

@@ -30,10 +30,11 @@ from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.compare import _ratio
 from denoised_weights.pipeline.context import check_seed, resolve_architecture
+from denoised_weights.pipeline.significance import median_iqr as _median_iqr
 
 INITS = ("scratch", "standard", "generated", "mean", "nearest", "noisy-nearest", "fine")
 #: inits that need the weight dataset
-DATA_INITS = ("mean", "nearest", "noisy-nearest", "fine")
+DATA_INITS = ("mean", "nearest", "noisy-nearest", "fine", "nearest-param", "interpolate")
 RESULTS_VERSION = 2
 OWNED = ("base", "dataset", "generator", "runs", "step0.json", "inputs.json", "results.json",
          "report.md", "plots", "grids")  # fmt: skip
@@ -153,9 +154,12 @@ def run_benchmark(
 
     p = preset_of(task, spec.preset)
     check_seed(spec.seed)
-    unknown = [i for i in spec.inits if i not in INITS]
+    from denoised_weights.pipeline.context import registries_or_default
+
+    known = {"scratch", "standard", *registries_or_default(registries).generators.list()}
+    unknown = [i for i in spec.inits if i not in known]
     if unknown or "scratch" not in spec.inits:
-        raise DnwError(f"--inits must include scratch and be among {', '.join(INITS)}; got {', '.join(spec.inits)}")  # fmt: skip
+        raise DnwError(f"--inits must include scratch and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}")  # fmt: skip
     concept_ids = (
         check_concepts(task, spec.concepts)
         if spec.concepts
@@ -297,16 +301,6 @@ def check_inputs(out: Path, base: Path, data: Path | None, generator: Path) -> N
     write_json(path, current)
 
 
-def _median_iqr(values: Sequence[float | None]) -> dict[str, float | None]:
-    vals = sorted(v for v in values if v is not None and not math.isnan(v))
-    if not vals:
-        return {"median": None, "q1": None, "q3": None, "n": 0}
-    if len(vals) == 1:
-        return {"median": vals[0], "q1": vals[0], "q3": vals[0], "n": 1}
-    q = statistics.quantiles(vals, n=4, method="inclusive")
-    return {"median": statistics.median(vals), "q1": q[0], "q3": q[2], "n": len(vals)}
-
-
 def step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, registries=None) -> dict[str, Any]:  # fmt: skip
     """Step-0 value of every LoRA init on every held-out concept (cached in step0.json)."""
     from denoised_weights.pipeline.compare import step0_quality
@@ -336,8 +330,15 @@ def step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, regis
                 sign * r["inits"]["generated"][key] < sign * r["inits"][name][key] for r in rows
             )
             summary[name]["generated_better"] = wins
-    result = {"concepts": len(rows), "metric": key, "summary": summary, "rows": rows}
+    from denoised_weights.pipeline.significance import by_split
+
+    splits = by_split(rows, list(inits), key, higher_is_better=task.higher_is_better)
+    result = {"concepts": len(rows), "metric": key, "higher_is_better": task.higher_is_better,
+              "summary": summary, "splits": splits, "rows": rows}  # fmt: skip
     write_json(path, result)
+    from denoised_weights.pipeline.report import plot_step0_distance
+
+    plot_step0_distance(out, result, initialisers)
     return result
 
 

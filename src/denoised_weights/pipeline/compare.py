@@ -159,7 +159,8 @@ def step0_quality(
         concept = task.get_concept(cid)
         train = task.make_data(concept, arch=arch, split="train", n=n_train, seed=seed)
         held = task.make_data(concept, arch=arch, split="eval", n=n_eval, seed=seed + 1)
-        row: dict[str, Any] = {"concept": concept.id, "prompt": concept.prompt, "inits": {}}
+        row: dict[str, Any] = {"concept": concept.id, "prompt": concept.prompt, "family": concept.family,
+                               "holdout": concept.holdout, "inits": {}}  # fmt: skip
         for name, initialiser in initialisers.items():
             model = arch.build()
             model.load_state_dict(base_state)

@@ -265,8 +265,13 @@ def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:
     gen = DiffusionGenerator(config.init_from, registries=registries)
     gen.check_fits(arch)
     if not gen.info.get("centered", False) and config.center:
-        raise DnwError(f"--init-from {config.init_from}: that generator is not centred; add --no-center")
-    if gen.info["prediction_type"] != config.prediction_type or gen.info["text_encoder"] != config.text_encoder:
+        raise DnwError(
+            f"--init-from {config.init_from}: that generator is not centred; add --no-center"
+        )
+    if (
+        gen.info["prediction_type"] != config.prediction_type
+        or gen.info["text_encoder"] != config.text_encoder
+    ):
         raise DnwError(
             f"--init-from {config.init_from} was fitted with --prediction {gen.info['prediction_type']} and "
             f"--text-encoder {gen.info['text_encoder']}; use the same"
@@ -287,7 +292,9 @@ class _Fit:
         self.options = {**_model_size(preset), **(config.model_options or {})}
         torch.manual_seed(config.seed)
         if config.init_from:  # the starting generator's network (its own size options)
-            self.model = WeightUNet1D.from_pretrained(str(Path(config.init_from) / "model"), use_safetensors=True)
+            self.model = WeightUNet1D.from_pretrained(
+                str(Path(config.init_from) / "model"), use_safetensors=True
+            )
             self.model = self.model.to(device).train()
             self.model.requires_grad_(True)
             self.options = {k: self.model.config[k] for k in ("channels", "heads", "patch", "pooled_text", "emb_head")}  # fmt: skip

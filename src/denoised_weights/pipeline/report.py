@@ -44,6 +44,76 @@ def step0_table(step0: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def step0_split_table(step0: dict[str, Any], candidate: str = "generated") -> str:
+    """Markdown: per hold-out kind, each init's median step-0 value and how ``candidate``
+    compares with it (wins, median advantage with its 95% bootstrap interval, Wilcoxon p)."""
+    from denoised_weights.pipeline.significance import fmt_p
+
+    metric = step0.get("metric", "l1")
+    lines = [
+        f"| split | concepts | init | median {metric} at step 0 [IQR] | {candidate} better on | median advantage of {candidate} [95% CI] | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split, entry in (step0.get("splits") or {}).items():
+        for name, stat in entry["inits"].items():
+            vs = stat.get(f"{candidate}_vs")
+            if vs:
+                ci = vs["ci95"]
+                wins = f"{vs['wins']} / {vs['n']} ({vs['win_rate']:.0%})"
+                adv = f"{vs['median_advantage']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+                p = fmt_p(vs["p_wilcoxon"])
+            else:
+                wins, adv, p = "-", "-", "-"
+            lines.append(
+                f"| {split} | {entry['concepts']} | {name} | {_cell(stat['value'], 4)} | {wins} | {adv} | {p} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_step0_distance(
+    out: Path, step0: dict[str, Any], initialisers: dict[str, Any]
+) -> Path | None:
+    """Step-0 value of each init against the concept's distance to the nearest training
+    prompt (1 - cosine of the text embeddings, what retrieval ranks by), coloured by split."""
+    nearest = initialisers.get("nearest")
+    if nearest is None or not hasattr(nearest, "nearest_concept"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = step0.get("metric", "l1")
+    rows = step0["rows"]
+    dist = [1 - nearest.nearest_concept(r["prompt"])[1] for r in rows]
+    for r, d in zip(rows, dist, strict=True):
+        r["prompt_distance"] = d
+    shown = [n for n in ("generated", "nearest", "mean", "standard") if n in rows[0]["inits"]]
+    fig, axes = plt.subplots(
+        1, len(shown), figsize=(4 * len(shown), 3.6), sharey=True, squeeze=False
+    )
+    markers = {"interpolation": "o", "extrapolation": "^", "composition": "s", "family": "D"}
+    for ax, name in zip(axes[0], shown, strict=True):
+        for split, marker in markers.items():
+            pts = [
+                (d, r["inits"][name][metric])
+                for r, d in zip(rows, dist, strict=True)
+                if r.get("holdout") == split
+            ]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), marker=marker, s=14, label=split, alpha=0.7)
+        ax.set_title(name)
+        ax.set_xlabel("distance to the nearest training prompt")
+    axes[0][0].set_ylabel(f"{metric} at step 0")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "plots" / "step0_vs_distance.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def headline_table(results: dict[str, Any]) -> str:
     """Markdown: one row per init, medians over concepts [IQR]."""
     m = _metric(results)

@@ -33,3 +33,5 @@ def register_generators(register):
     register("nearest", f"{module}:NearestInit")
     register("noisy-nearest", f"{module}:NoisyNearestInit")
     register("fine", f"{module}:FineInit")
+    register("nearest-param", f"{module}:NearestParamInit")  # oracles: they know the true values
+    register("interpolate", f"{module}:InterpolateInit")

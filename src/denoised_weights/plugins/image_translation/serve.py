@@ -160,7 +160,7 @@ class Studio:
         run = self.new_run(session, "finetune")
         inits = list(INITS if compare else INITS[:1])
         common = {"concept": concept, "pairs": str(pairs) if pairs else None, "prompt": prompt or None,
-                  "max_steps": steps, "eval_every": eval_every, "n_train": 128, "n_eval": 32,
+                  "max_steps": steps, "eval_every": eval_every, "n_train": 128, "n_eval": 32, "metrics": ["l1"],
                   "base": str(self.base) if self.base else None,
                   "generator": str(self.generator_path) if self.generator_path else None,
                   "seed": adapter_seed}  # fmt: skip
