@@ -158,12 +158,14 @@ def dataset_verify(path: Path) -> None:
 @click.option("--batch-size", type=positive(4096), default=8, show_default=True)
 @click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA).")  # fmt: skip
 @click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
+@click.option("--n-train", type=positive(1_000_000), default=256, show_default=True, help="Training examples made for --concept.")  # fmt: skip
+@click.option("--n-eval", type=positive(1_000_000), default=64, show_default=True, help="Eval examples made for --concept.")  # fmt: skip
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=OUT)
 @common
 @click.pass_context
 def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, eval_pairs, concept, prompt, init,
-             base, generator, data, max_steps, eval_every, batch_size, lr, metrics, seed, out, device, overwrite) -> None:  # fmt: skip
+             base, generator, data, max_steps, eval_every, batch_size, lr, metrics, n_train, n_eval, seed, out, device, overwrite) -> None:  # fmt: skip
     """Train one concept from scratch or from a base + LoRA init (resumable)."""
     from denoised_weights import api
     from denoised_weights.pipeline.finetune import summarise_curve
@@ -177,7 +179,8 @@ def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, ev
         out, task=task, task_options=parse_task_options(task_option, photos), concept=concept, pairs=pairs_dir,
         eval_pairs=eval_pairs, prompt=prompt, init=init, base=base, generator=generator, data=data,
         architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
-        batch_size=batch_size, lr=lr, metrics=names or None, seed=seed, device=device, overwrite=overwrite,
+        batch_size=batch_size, lr=lr, metrics=names or None, n_train=n_train, n_eval=n_eval, seed=seed,
+        device=device, overwrite=overwrite,
         registries=regs,
     )  # fmt: skip
     click.echo(f"{init}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")

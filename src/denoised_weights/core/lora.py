@@ -148,6 +148,26 @@ def lora_parameter_names(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def functional_forward(
+    arch: Any, model: nn.Module, params: dict[str, torch.Tensor], batch: Any
+) -> torch.Tensor:
+    """``arch.forward(model, batch)`` with ``params`` (parameter name -> tensor, e.g. generated
+    LoRA weights that carry gradients) in place of the model's own, without copying it."""
+    import torch
+    from torch import nn
+
+    class _Forward(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, inputs: Any) -> torch.Tensor:
+            return arch.forward(self.net, inputs)
+
+    wrapped = {f"net.{k}": v for k, v in params.items()}
+    return torch.func.functional_call(_Forward(), wrapped, (batch,), strict=False)
+
+
 def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy ``state`` into the model's LoRA; every key must match in name and shape."""
     current = lora_state(model)

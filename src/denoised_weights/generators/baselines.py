@@ -190,42 +190,55 @@ class FineInit(_DatasetInit):
         carry: Mapping[str, torch.Tensor] | None = None,
         seed: int = 0,
     ) -> StateDict:
-        from torch.nn.utils import parametrize
-
-        from denoised_weights.core.interfaces import data_size
-        from denoised_weights.core.lora import load_lora_state, lora_state
-
         state = self.generate(prompt, seed=seed)
         if arch is None or model is None or not data or self.fit_steps == 0:
             return state
-        model = copy.deepcopy(model)
-        load_lora_state(model, state)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        wrapped = []
-        for layer, (u, _, sigma) in self.bases.items():
-            module = model.get_submodule(layer).lora_B["default"]
-            parametrize.register_parametrization(
-                module, "weight", _SigmaB(u, sigma, module.weight.shape)
-            )
-            module.parametrizations.weight.original.requires_grad_(False)
-            wrapped.append(module)
-        tstate = arch.init_training(model, seed=seed, lr=self.lr)
-        if carry:
-            arch.load_training_carry(tstate, carry)
-        device = next(model.parameters()).device
-        n = data_size(data)
-        g = torch.Generator().manual_seed(seed)
-        for step in range(self.fit_steps):
-            idx = torch.randint(n, (min(self.batch_size, n),), generator=g)
-            losses = arch.training_step(
-                model, tstate, {k: v[idx].to(device) for k, v in data.items()}
-            )
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise DnwError(f"fine: fitting the singular values diverged at step {step + 1}")
-        for module in wrapped:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        return {k: v.cpu() for k, v in lora_state(model).items()}
+        return fit_sigma(state, self.bases, arch=arch, model=model, data=data, carry=carry,
+                         seed=seed, steps=self.fit_steps, lr=self.lr, batch_size=self.batch_size)  # fmt: skip
+
+    @property
+    def training_steps(self) -> int:
+        """Fitting steps on the new concept's data: they count as training steps."""
+        return self.fit_steps
+
+
+def fit_sigma(
+    state: StateDict, bases: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *,
+    arch: TargetArchitecture, model: nn.Module, data: Mapping[str, torch.Tensor],
+    carry: Mapping[str, torch.Tensor] | None, seed: int, steps: int, lr: float, batch_size: int,
+) -> StateDict:  # fmt: skip
+    """FINE's fit: with ``lora_B = U·diag(σ)`` per layer and everything else frozen, train
+    only σ for ``steps`` architecture training steps on ``data``; returns the LoRA state."""
+    from torch.nn.utils import parametrize
+
+    from denoised_weights.core.interfaces import data_size
+    from denoised_weights.core.lora import load_lora_state, lora_state
+
+    model = copy.deepcopy(model)
+    load_lora_state(model, state)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = []
+    for layer, (u, _, sigma) in bases.items():
+        module = model.get_submodule(layer).lora_B["default"]
+        device = module.weight.device
+        parametrize.register_parametrization(module, "weight", _SigmaB(u.to(device), sigma.to(device), module.weight.shape))  # fmt: skip
+        module.parametrizations.weight.original.requires_grad_(False)
+        wrapped.append(module)
+    tstate = arch.init_training(model, seed=seed, lr=lr)
+    if carry:
+        arch.load_training_carry(tstate, carry)
+    device = next(model.parameters()).device
+    n = data_size(data)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        idx = torch.randint(n, (min(batch_size, n),), generator=g)
+        losses = arch.training_step(model, tstate, {k: v[idx].to(device) for k, v in data.items()})
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise DnwError(f"fitting the singular values diverged at step {step + 1}")
+    for module in wrapped:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return {k: v.cpu() for k, v in lora_state(model).items()}
 
 
 class _OracleInit(_DatasetInit):

@@ -79,7 +79,9 @@ def compare_inits(
     ref_hit = steps_to_reach(reference["points"], target, key, higher_is_better=higher)
     rows = {}
     for init, curve in curves.items():
-        pts = curve["points"]
+        # an init's own fitting steps on the concept's data count as training steps
+        shift = int(curve.get("init_steps", 0))
+        pts = [{**p, "step": p["step"] + shift} for p in curve["points"]]
         hit = steps_to_reach(pts, target, key, higher_is_better=higher)
         sustained = steps_to_reach(pts, target, key, sustained=0.02, higher_is_better=higher)
         rows[init] = {

@@ -104,7 +104,7 @@ def make_initialiser(
         if generator is None:
             raise DnwError(f"--init {init} needs --generator DIR (made by 'dnw fit')")
         kwargs["path"] = generator
-    elif "data" in params:
+    if "data" in params:
         if data is None:
             raise DnwError(
                 f"--init {init} needs --data DIR (a weight dataset made by 'dnw collect')"
@@ -273,6 +273,7 @@ def finetune(
         fingerprint=fingerprint,
     )
     curve = {"init": init, "prompt": prompt, "metric": task.target_metric,
+             "init_steps": int(getattr(initialiser, "training_steps", 0) or 0),
              "higher_is_better": task.higher_is_better, "init_seconds": round(init_seconds, 4),
              "points": points}  # fmt: skip
     write_json(out / "curve.json", curve)

@@ -17,22 +17,11 @@ import torch
 from torch import nn
 
 from denoised_weights.core.interfaces import Concept, TargetArchitecture, Task
+from denoised_weights.core.lora import functional_forward
 from denoised_weights.generators.diffusion import DEFAULT_TIMESTEP, one_step
 
 #: concepts and examples a validation of the task loss uses (fixed draws)
 VAL_CONCEPTS, VAL_EXAMPLES = 8, 16
-
-
-class _Apply(nn.Module):
-    """The architecture's forward of a network, as a module for ``functional_call``."""
-
-    def __init__(self, arch: TargetArchitecture, net: nn.Module) -> None:
-        super().__init__()
-        self.arch = arch
-        self.net = net
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.arch.forward(self.net, batch)
 
 
 class TaskObjective:
@@ -47,8 +36,8 @@ class TaskObjective:
         model, _ = load_base(base, arch, device=fit.device)
         model = apply_lora(model, arch.lora_spec()).eval()
         model.requires_grad_(False)
-        self.apply = _Apply(arch, model)
-        self.names = {k: f"net.{v}" for k, v in lora_parameter_names(model).items()}
+        self.model = model
+        self.names = lora_parameter_names(model)
         bd = fit.bd
         self.offset = (
             bd.mean_blocks if self.config.center else torch.zeros_like(bd.mean_blocks)
@@ -97,7 +86,7 @@ class TaskObjective:
         for state, (_, _, data) in zip(states, draws, strict=True):
             params = {self.names[key]: value for key, value in state.items() if key in self.names}
             batch = {key: value.to(self.device) for key, value in data.items()}
-            out = torch.func.functional_call(self.apply, params, (batch,), strict=False)
+            out = functional_forward(self.arch, self.model, params, batch)
             losses.append(self.task.loss(out, batch))
         return torch.stack(losses).mean()
 

@@ -35,3 +35,6 @@ def register_generators(register):
     register("fine", f"{module}:FineInit")
     register("nearest-param", f"{module}:NearestParamInit")  # oracles: they know the true values
     register("interpolate", f"{module}:InterpolateInit")
+    few = "denoised_weights.generators.fewshot"  # few-shot: fitted on the new concept's data
+    register("fine-generated", f"{few}:FineGeneratedInit")
+    register("blend", f"{few}:BlendInit")

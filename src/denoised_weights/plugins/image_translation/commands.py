@@ -110,10 +110,11 @@ def add_export(cli: click.Group) -> None:
     @click.option("--check-photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Photos to check the export on (default: the bundled photos).")  # fmt: skip
     @click.option("--check-images", "n_check", type=click.IntRange(1, 1024), default=16, show_default=True, help="256x256 crops compared with PyTorch.")  # fmt: skip
     @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime threads for the latency figure.")  # fmt: skip
+    @click.option("--plain-merge", is_flag=True, help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).")  # fmt: skip
     @click.option("--overwrite", is_flag=True, help="Write into an existing folder (replaces only what this command wrote there).")  # fmt: skip
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
-    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, threads, overwrite, as_json) -> None:  # fmt: skip
+    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, threads, plain_merge, overwrite, as_json) -> None:  # fmt: skip
         """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or safetensors."""
         import json
 
@@ -123,7 +124,7 @@ def add_export(cli: click.Group) -> None:
             fmt = "safetensors" if out.suffix.lower() == ".safetensors" else "onnx"
         report = export(
             out, base=base, adapter=adapter, format=fmt, exporter=exporter, check_photos=check_photos,
-            n_check=n_check, threads=threads, overwrite=overwrite, registries=_registries(ctx),
+            n_check=n_check, threads=threads, plain_merge=plain_merge, overwrite=overwrite, registries=_registries(ctx),
             echo=lambda line: click.echo(line, err=True),
         )  # fmt: skip
         if as_json:

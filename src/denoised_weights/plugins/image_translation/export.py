@@ -4,22 +4,27 @@
 what it shows: ``image`` float32 ``[batch, 3, height, width]`` RGB in [0, 1] in, ``translated``
 of the same shape in [0, 1] out; the reflect padding to multiples of 4 and the crop back are
 inside the graph, so any height and width work. Exported with ``torch.onnx.export`` (the
-torch.export-based exporter by default, ``exporter="torchscript"`` for the older one), batch,
-height and width dynamic; if the dynamic export fails, a fixed 256 x 256 export is made and
-the report says so. The file is then checked with onnxruntime against PyTorch on real photos
-(16 crops of 256 x 256 from the bundled photos, or your own, plus two whole photos at their
-own non-square size): the largest absolute difference must be at most 1e-4 (float32). The
-report also holds the file's size and onnxruntime's latency per 256 x 256 image on this CPU.
+torch.export-based exporter by default, ``exporter="torchscript"`` for the older, faster one)
+with batch, height and width dynamic; if a dynamic export fails, a fixed 256 x 256 export is
+made and the report says so. The file is then checked with onnxruntime against PyTorch on
+real photos (16 crops of 256 x 256 from both splits of the bundled photos, or your own, one
+at a time and as one batch, plus two whole photos at an odd, non-square size): the largest
+absolute difference must be at most 1e-4 (float32). The report (``<file>.json``) also holds
+the file's size and onnxruntime's and PyTorch's latency per 256 x 256 image on this CPU.
 
-``format="safetensors"``: the merged network's full state dict (what ``arch.build()`` loads;
-inputs in [-1, 1]), with the architecture and its configuration in the metadata.
+``format="safetensors"``: peft's merged network as a full state dict (what ``arch.build()``
+loads; inputs in [-1, 1]), with the architecture and its configuration in the metadata.
 
-A caveat measured here (peft 0.21): peft's LoRA branch of a convolution ignores the base
-layer's ``padding_mode``, so the adapters were trained with a zero-padded LoRA branch on E2GAN's
-reflect-padded 7x7 stem and head. A merged weight pads the whole kernel by reflection, so the
-merged network differs from the adapter as trained in the outermost pixels (reported as
-``merge_max_abs_diff``, and ``merge_interior_max_abs_diff`` away from a border of 16 pixels,
-where they agree to float precision). ``dnw translate`` runs the unmerged adapter.
+**peft's merge and the image border** (measured here, peft 0.21): peft builds a conv's LoRA
+branch without the base layer's ``padding_mode``, so adapters of E2GAN's reflect-padded 7x7
+stem and head were trained with a zero-padded update. A merged weight pads the whole kernel by
+reflection, so peft's merged network differs from the adapter as trained in the outermost
+pixels, and a little everywhere through the attention: on 16 real 256 x 256 crops, up to 0.12
+(sepia) and 0.58 (pencil sketch) at the border, 3e-3 inside. The ONNX export therefore merges
+with peft and then keeps those two layers' base weights with the merged update beside them as
+one zero-padded convolution (:class:`ZeroPaddedDelta`): still no low-rank factors, and the file
+equals the adapter as trained (``max_abs_diff_vs_adapter``). ``plain_merge`` exports peft's
+merge as it is; every report gives peft's merge gap (``peft_merge_*``).
 """
 
 from __future__ import annotations
@@ -45,16 +50,56 @@ CHECK_SIZE = 256
 BORDER = 16
 
 
-def merged_network(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
+class ZeroPaddedDelta(nn.Module):
+    """A merged convolution whose LoRA part keeps the zero padding it was trained with.
+
+    peft (0.21) builds a conv's LoRA branch without the base layer's ``padding_mode``, so an
+    adapter of a reflect-padded conv learns a zero-padded update. ``base`` holds the base
+    weight with its own padding, ``delta`` the merged update ``B·A`` (one full conv, no
+    low-rank factors) with zero padding: the sum is the adapter exactly as trained."""
+
+    def __init__(self, base: nn.Conv2d, delta: torch.Tensor) -> None:
+        super().__init__()
+        self.base = base
+        self.delta = nn.Conv2d(base.in_channels, base.out_channels, base.kernel_size,
+                               base.stride, base.padding, base.dilation, base.groups, bias=False)  # fmt: skip
+        self.delta.weight = nn.Parameter(delta.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.delta(x)
+
+
+def merged_network(
+    model: nn.Module, adapter_dir: str | Path, *, faithful: bool = False
+) -> nn.Module:
     """``model`` (a base network without LoRA) with the adapter folder merged into its weights
-    by peft (``PeftModel.from_pretrained(...).merge_and_unload()``)."""
+    by peft (``PeftModel.from_pretrained(...).merge_and_unload()``).
+
+    With ``faithful``, convolutions whose padding is not zeros keep their base weight and get
+    the merged update as a zero-padded :class:`ZeroPaddedDelta` (see there): the result equals
+    the adapter as trained, borders included."""
     from peft import PeftModel
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    kept = {}
+    for name, module in peft_model.base_model.model.named_modules():
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else None
+        if faithful and isinstance(base, nn.Conv2d) and base.padding_mode != "zeros":
+            delta = module.get_delta_weight(module.active_adapters[0]).detach().clone()
+            kept[name] = (base.weight.detach().clone(), delta)
+    merged = peft_model.merge_and_unload()
     left = [n for n, m in merged.named_modules() if isinstance(m, BaseTunerLayer)]
     if left:
         raise DnwError(f"peft left LoRA layers unmerged ({', '.join(left[:3])})")
+    for name, (weight, delta) in kept.items():
+        conv = merged.get_submodule(name)
+        with torch.no_grad():
+            conv.weight.copy_(weight)  # the base weight again; the update goes beside it
+        parent, _, child = name.rpartition(".")
+        setattr(
+            merged.get_submodule(parent) if parent else merged, child, ZeroPaddedDelta(conv, delta)
+        )
     return merged.eval()
 
 
@@ -182,6 +227,7 @@ def export(
     check_photos: str | Path | None = None,
     n_check: int = 16,
     threads: int = 1,
+    plain_merge: bool = False,
     overwrite: bool = False,
     registries: Registries | None = None,
     echo: Any = None,
@@ -201,23 +247,26 @@ def export(
     folder, path = output_path(out, format)
     trained = load_translator(base, adapter, registries=registries)  # checks base and adapter
     info = trained.info
+    merge = "peft" if format == "safetensors" or plain_merge else "faithful"
     settings = {"base": str(Path(info["base"]).resolve()), "adapter": str(Path(info["adapter"]).resolve()),
-                "format": format, "exporter": exporter if format == "onnx" else None,
+                "format": format, "exporter": exporter if format == "onnx" else None, "merge": merge,
                 "file": path.name, "check_photos": str(check_photos) if check_photos else None}  # fmt: skip
     claim_output(folder, "export", settings, overwrite=overwrite,
                  owned=(path.name, path.name + ".json"))  # fmt: skip
-    merged = load_translator(info["base"], info["adapter"], merge=True, registries=registries)
-    arch, net = merged.arch, merged.model.cpu().eval()
     crops, wholes = check_images(check_photos, n_check)
+    adapter_net = trained.model.cpu().eval()
+    plain = load_translator(info["base"], info["adapter"], merge="peft", registries=registries)
     with torch.no_grad():
-        ref = trained.task.predict(trained.arch, trained.model.cpu(), {"A": crops})
-        got = merged.task.predict(arch, net, {"A": crops})
-    gap = (ref - got).abs()
+        ref = trained.task.predict(trained.arch, adapter_net, {"A": crops})
+        gap = (ref - plain.task.predict(plain.arch, plain.model.cpu(), {"A": crops})).abs()
+    exported = plain if merge == "peft" else load_translator(info["base"], info["adapter"], merge=merge, registries=registries)  # fmt: skip
+    arch, net = exported.arch, exported.model.cpu().eval()
     report: dict[str, Any] = {
-        "file": str(path), "format": format, "base": info["base"], "adapter": info["adapter"],
-        "prompt": info.get("prompt"), "architecture": arch.name, "config": arch.config,
-        "merge_max_abs_diff": float(gap.max()),
-        "merge_interior_max_abs_diff": float(gap[..., BORDER:-BORDER, BORDER:-BORDER].max()),
+        "file": str(path), "format": format, "merge": merge, "base": info["base"],
+        "adapter": info["adapter"], "prompt": info.get("prompt"), "architecture": arch.name,
+        "config": arch.config, "peft_merge_max_abs_diff": float(gap.max()),
+        "peft_merge_mean_abs_diff": float(gap.mean()),
+        "peft_merge_interior_max_abs_diff": float(gap[..., BORDER:-BORDER, BORDER:-BORDER].max()),
     }  # fmt: skip
     if format == "safetensors":
         save_tensors(path, net.state_dict(), {"architecture": arch.name,
@@ -225,7 +274,8 @@ def export(
                      "input": "[B, 3, H, W] in [-1, 1], H and W multiples of 4; output in [-1, 1]"})  # fmt: skip
         report.update(_check_safetensors(path, arch, net, crops))
     else:
-        report.update(_export_and_check(path, arch, net, crops, wholes, exporter, threads, say))
+        report.update(_export_and_check(path, arch, net, crops, wholes, exporter, threads, say,
+                                        reference=(trained.arch, adapter_net)))  # fmt: skip
     report["bytes"] = path.stat().st_size
     report["megabytes"] = round(path.stat().st_size / 2**20, 3)
     write_json(path.with_name(path.name + ".json"), report)
@@ -249,7 +299,7 @@ def _check_safetensors(path: Path, arch: Any, net: nn.Module, crops: torch.Tenso
     return {"reload_max_abs_diff": float(diff), "check_images": len(crops)}
 
 
-def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say):
+def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say, reference):
     module = DeviceTranslator(arch, net).eval()
     say(f"exporting to ONNX with the {exporter} exporter ...")
     t0 = time.perf_counter()
@@ -270,8 +320,12 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say):
 
     diffs = {}
     with torch.no_grad():
-        per_image = [float((run_ort(c[None]) - module(c[None])).abs().max()) for c in crops]
-        diffs[f"{len(crops)} crops {CHECK_SIZE}x{CHECK_SIZE}"] = max(per_image)
+        ort_crops = torch.cat([run_ort(c[None]) for c in crops])
+        diffs[f"{len(crops)} crops {CHECK_SIZE}x{CHECK_SIZE}"] = float(
+            (ort_crops - module(crops)).abs().max()
+        )
+        ref_arch, ref_net = reference
+        vs_adapter = (ort_crops - ref_arch.forward(ref_net, {"A": crops}).clamp(0, 1)).abs()
         if how["dynamic"]:
             diffs[f"batch of {len(crops)}"] = float((run_ort(crops) - module(crops)).abs().max())
             for name, x in wholes:
@@ -287,6 +341,8 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say):
     ort_latency = _latency(lambda: session.run(None, {"image": one.numpy()}))
     return {**how, "check_images": len(crops), "max_abs_diff": max(diffs.values()),
             "max_abs_diff_per_check": diffs, "tolerance": ONNX_TOLERANCE,
+            "max_abs_diff_vs_adapter": float(vs_adapter.max()),
+            "mean_abs_diff_vs_adapter": float(vs_adapter.mean()),
             "latency_threads": threads,
             "onnxruntime_ms_per_256x256": round(ort_latency * 1000, 2),
             "pytorch_ms_per_256x256": round(torch_latency * 1000, 2)}  # fmt: skip

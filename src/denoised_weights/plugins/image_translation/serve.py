@@ -80,6 +80,7 @@ class Studio:
         base: str | Path | None = None,
         generator: str | Path | None = None,
         photos: str | Path | None = None,
+        preset: str | None = None,
         registries: Any = None,
     ) -> None:
         from denoised_weights.plugins.image_translation.photos import list_photos
@@ -91,6 +92,7 @@ class Studio:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.base, self.generator_path, self.registries = base, generator, registries
+        self.preset = preset
         self.photos = {p.name: p for p in list_photos(photos)}
         self._generator: Any = None
         self._lock = threading.Lock()
@@ -161,7 +163,7 @@ class Studio:
         inits = list(INITS if compare else INITS[:1])
         common = {"concept": concept, "pairs": str(pairs) if pairs else None, "prompt": prompt or None,
                   "max_steps": steps, "eval_every": eval_every, "n_train": 128, "n_eval": 32, "metrics": ["l1"],
-                  "base": str(self.base) if self.base else None,
+                  "base": str(self.base) if self.base else None, "preset": self.preset,
                   "generator": str(self.generator_path) if self.generator_path else None,
                   "seed": adapter_seed}  # fmt: skip
         jobs = [{**common, "out": str(run / init), "init": init} for init in inits]
@@ -396,7 +398,7 @@ def _bind(fn: Callable, fmt: str) -> Callable:
 def serve(
     *, host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None = None,
     base: str | Path | None = None, generator: str | Path | None = None,
-    photos: str | Path | None = None, registries: Any = None,
+    photos: str | Path | None = None, preset: str | None = None, registries: Any = None,
     echo: Callable[[str], None] = print, block: bool = True,
 ) -> tuple[Any, Studio]:  # fmt: skip
     """Build and launch the app; blocks until interrupted unless ``block`` is False
@@ -405,7 +407,8 @@ def serve(
 
     _need_gradio()
     torch.set_num_threads(1)
-    studio = Studio(workdir, base=base, generator=generator, photos=photos, registries=registries)
+    studio = Studio(workdir, base=base, generator=generator, photos=photos, preset=preset,
+                    registries=registries)  # fmt: skip
     app = build_app(studio)
     app.queue(default_concurrency_limit=2)
     try:

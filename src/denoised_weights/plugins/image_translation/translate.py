@@ -241,7 +241,7 @@ def load_translator(
     adapter: str | Path | None = None,
     *,
     options: TranslateOptions | None = None,
-    merge: bool = False,
+    merge: str | None = None,
     task: str | Task | None = None,
     device: str | None = None,
     registries: Registries | None = None,
@@ -249,9 +249,9 @@ def load_translator(
     """Base (default: the shipped pack's) + PEFT adapter folder as a :class:`Translator`.
 
     The adapter is checked against the base (fingerprint, shapes). Without ``merge`` the LoRA
-    stays a separate branch exactly as it was trained; with it, peft merges it into the
-    weights (see :mod:`~denoised_weights.plugins.image_translation.export` for the difference
-    at the image borders)."""
+    stays a separate branch exactly as it was trained; ``merge="peft"`` merges it into the
+    weights with peft, ``"faithful"`` too but keeps the trained zero padding of the update of
+    reflect-padded convs (see :mod:`~denoised_weights.plugins.image_translation.export`)."""
     from denoised_weights.api import pack_part
     from denoised_weights.core.components import lora_fingerprint
     from denoised_weights.core.lora import apply_lora, load_adapter, load_lora_state
@@ -277,10 +277,12 @@ def load_translator(
     state, meta = load_adapter(adapter_dir, expected_fingerprint=lora_fingerprint(arch))
     dev = device if device not in (None, "auto") else None
     model, _ = load_base(base_dir, arch, device=dev)
+    if merge not in (None, "peft", "faithful"):
+        raise DnwError(f"merge must be None, 'peft' or 'faithful', got {merge!r}")
     if merge:
         from denoised_weights.plugins.image_translation.export import merged_network
 
-        model = merged_network(model, adapter_dir)
+        model = merged_network(model, adapter_dir, faithful=merge == "faithful")
     else:
         model = apply_lora(model, arch.lora_spec())
         load_lora_state(model, state)

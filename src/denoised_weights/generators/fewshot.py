@@ -1,0 +1,142 @@
+"""Few-shot inits built on the generator: a handful of coefficients fitted on the new concept's
+data, every fitting step counted as a training step (``training_steps``).
+
+``fine-generated``  FINE (Xie et al. 2024) on the generated LoRA itself: per layer the SVD of
+                    the generated update ΔW = U·diag(s)·Vᵀ, then only the singular values are
+                    fitted (as ``fine`` does with bases shared across the dataset).
+``blend``           LoraHub-style (Huang et al. 2023): per layer, coefficients over {the
+                    generated LoRA, the k LoRAs of the nearest prompts, the dataset mean},
+                    starting at the generated one, fitted on the task's own loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from denoised_weights.core.errors import DnwError
+from denoised_weights.core.interfaces import StateDict, TargetArchitecture, WeightGenerator
+
+
+def _layers(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """LoRA layer -> its tensor keys (A and B; other tensors each a layer of their own)."""
+    out: dict[str, list[str]] = {}
+    for key in state:
+        layer = key.split(".lora_", 1)[0] if ".lora_" in key else key
+        out.setdefault(layer, []).append(key)
+    return out
+
+
+class _GeneratedInit(WeightGenerator):
+    def __init__(self, path: str | Path, fit_steps: int = 20, lr: float = 1e-2, batch_size: int = 8,
+                 registries: Any = None, **_: Any) -> None:  # fmt: skip
+        from denoised_weights.generators.diffusion import DiffusionGenerator
+
+        self.generator = DiffusionGenerator(path, registries=registries)
+        self.path = self.generator.path
+        self.fit_steps, self.lr, self.batch_size = fit_steps, lr, batch_size
+
+    @property
+    def training_steps(self) -> int:
+        """Fitting steps on the new concept's data: they count as training steps."""
+        return self.fit_steps
+
+    def check_fits(self, arch: TargetArchitecture) -> None:
+        self.generator.check_fits(arch)
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        return self.generator.generate(prompt, seed=seed)
+
+
+class FineGeneratedInit(_GeneratedInit):
+    """FINE on the generated LoRA: its own per-layer SVD, only the singular values fitted."""
+
+    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, model: nn.Module | None = None,
+                   data: Mapping[str, torch.Tensor] | None = None, carry: Any = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+        from denoised_weights.core.lora import lora_products
+        from denoised_weights.generators.baselines import _pad_columns, fit_sigma
+
+        state = self.generate(prompt, seed=seed)
+        if arch is None or model is None or not data or self.fit_steps == 0:
+            return state
+        bases = {}
+        for layer, delta in lora_products(state).items():
+            r = state[f"{layer}.lora_A.weight"].shape[0]
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            u, v = _pad_columns(u[:, :r], r), _pad_columns(vh[:r].T, r)
+            sigma = torch.nn.functional.pad(s[:r], (0, r - min(r, len(s))))
+            a_key = f"{layer}.lora_A.weight"
+            state[a_key] = v.T.float().reshape(state[a_key].shape).contiguous()
+            bases[layer] = (u.float(), v.float(), sigma.float())
+        return fit_sigma(state, bases, arch=arch, model=model, data=data, carry=carry, seed=seed,
+                         steps=self.fit_steps, lr=self.lr, batch_size=self.batch_size)  # fmt: skip
+
+
+class BlendInit(_GeneratedInit):
+    """Per-layer coefficients over {generated, k nearest, mean}, fitted on the task's loss."""
+
+    def __init__(self, path: str | Path, data: str | Path, k: int = 3, fit_steps: int = 20, lr: float = 5e-2,
+                 batch_size: int = 8, registries: Any = None, **_: Any) -> None:  # fmt: skip
+        from denoised_weights.generators.baselines import MeanInit, NearestInit
+
+        super().__init__(
+            path, fit_steps=fit_steps, lr=lr, batch_size=batch_size, registries=registries
+        )
+        self.k = k
+        self.nearest = NearestInit(data, registries=registries)
+        self.mean = MeanInit(data)
+
+    def candidates(self, prompt: str, seed: int) -> list[StateDict]:
+        """The generated LoRA first, then the k nearest trained ones, then the mean."""
+        encoder, vectors, owners = self.nearest._bank
+        query = torch.nn.functional.normalize(encoder.pooled([prompt]), dim=-1)[0]
+        ranked = [owners[i] for i in (vectors @ query).argsort(descending=True).tolist()]
+        picked = list(dict.fromkeys(ranked))[: self.k]
+        ds = self.nearest.dataset
+        return [self.generate(prompt, seed=seed), *[ds.load_concept(c)[-1] for c in picked],
+                self.mean.generate(prompt)]  # fmt: skip
+
+    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, model: nn.Module | None = None,
+                   task: Any = None, data: Mapping[str, torch.Tensor] | None = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+        from denoised_weights.core.interfaces import data_size
+        from denoised_weights.core.lora import functional_forward, lora_parameter_names
+
+        cands = self.candidates(prompt, seed)
+        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
+            return cands[0]
+        device = next(model.parameters()).device
+        layers = _layers(cands[0])
+        coef = torch.zeros(len(layers), len(cands), device=device)
+        coef[:, 0] = 1.0  # start at the generated LoRA
+        coef.requires_grad_(True)
+        stacked = {k: torch.stack([c[k] for c in cands]).to(device) for k in cands[0]}
+        row = {key: i for i, keys in enumerate(layers.values()) for key in keys}
+        names = lora_parameter_names(model)
+        missing = [k for k in cands[0] if k not in names]
+        if missing:
+            raise DnwError(f"blend: the LoRA state has tensors the network lacks ({missing[0]})")
+        opt = torch.optim.Adam([coef], lr=self.lr)
+        n, g = data_size(data), torch.Generator().manual_seed(seed)
+        was = model.training
+        model.eval()
+
+        def blended() -> dict[str, torch.Tensor]:
+            return {k: torch.tensordot(coef[row[k]], v, dims=1) for k, v in stacked.items()}
+
+        for step in range(self.fit_steps):
+            idx = torch.randint(n, (min(self.batch_size, n),), generator=g)
+            batch = {k: v[idx].to(device) for k, v in data.items()}
+            params = {names[k]: v for k, v in blended().items()}
+            loss = task.loss(functional_forward(arch, model, params, batch), batch)
+            if not torch.isfinite(loss):
+                raise DnwError(f"blend: fitting the coefficients diverged at step {step + 1}")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.train(was)
+        with torch.no_grad():
+            return {k: v.detach().cpu() for k, v in blended().items()}
