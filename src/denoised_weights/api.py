@@ -56,6 +56,7 @@ def pack_part(task: Task, part: str, preset: str | None) -> Path | None:
 def train_base(
     out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
     architecture: str | None = None, preset: str | None = None, concepts: Sequence[str] | None = None,
+    arch_options: dict[str, Any] | None = None,
     n_concepts: int | None = None, max_parts: int | None = None, steps: int | None = None,
     batch_size: int = 8, pairs_per_concept: int = 32, eval_every: int = 250, seed: int = 0,
     lr: float | None = None, device: str | None = None, overwrite: bool = False,
@@ -65,7 +66,7 @@ def train_base(
     from denoised_weights.pipeline.base import BaseOptions
     from denoised_weights.pipeline.base import train_base as run
 
-    t, arch = _setup(task, task_options, architecture, preset, registries)
+    t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if concepts is None and (n_concepts is not None or max_parts is not None):
         concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
     steps = steps or default_base_steps(t, preset or t.default_preset)
@@ -85,6 +86,7 @@ def default_base_steps(task: Task, arch_preset: str | None) -> int:
 def collect(
     base: str | Path, out: str | Path, *, task: str | Task | None = None,
     task_options: dict[str, Any] | None = None, architecture: str | None = None,
+    arch_options: dict[str, Any] | None = None,
     preset: str | None = None, concepts: Sequence[str] | None = None, n_concepts: int | None = None,
     max_parts: int | None = None, checkpoints: int = 4, max_steps: int = 400, eval_every: int = 25,
     interval: int = 25, lr: float | None = None, seed: int = 0, shard: str | tuple[int, int] | None = None,
@@ -95,7 +97,7 @@ def collect(
     from denoised_weights.pipeline.collect import CollectOptions, parse_shard
     from denoised_weights.pipeline.collect import collect as run
 
-    t, arch = _setup(task, task_options, architecture, preset, registries)
+    t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if concepts is None:
         concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
     opts = CollectOptions(checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
@@ -148,8 +150,8 @@ def finetune(
     concept: str | None = None, pairs: str | Path | None = None, eval_pairs: str | Path | None = None,
     prompt: str | None = None, init: str = "standard", base: str | Path | None = None,
     generator: str | Path | None = None, data: str | Path | None = None,
-    architecture: str | None = None, preset: str | None = None, max_steps: int = 600,
-    eval_every: int = 50, batch_size: int = 8, lr: float | None = None,
+    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
+    max_steps: int = 600, eval_every: int = 50, batch_size: int = 8, lr: float | None = None,
     metrics: Sequence[str] | None = None, seed: int = 0, n_train: int = 256, n_eval: int = 64,
     device: str | None = None, overwrite: bool = False, registries: Registries | None = None,
 ) -> dict[str, Any]:  # fmt: skip
@@ -158,7 +160,7 @@ def finetune(
     from denoised_weights.pipeline.finetune import FinetuneOptions
     from denoised_weights.pipeline.finetune import finetune as run
 
-    t, arch = _setup(task, task_options, architecture, preset, registries)
+    t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if base is None and init != "scratch":
         base = pack_part(t, "base", preset)
     initialiser = _initialiser(init, t, preset, generator, data, registries)
@@ -202,8 +204,8 @@ def compare(
     concept: str | None = None, pairs: str | Path | None = None, prompt: str | None = None,
     base: str | Path | None = None, inits: Sequence[str] = ("scratch", "standard"),
     generator: str | Path | None = None, data: str | Path | None = None,
-    architecture: str | None = None, preset: str | None = None, max_steps: int = 600,
-    eval_every: int = 50, batch_size: int = 8, metrics: Sequence[str] | None = None, seed: int = 0,
+    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
+    max_steps: int = 600, eval_every: int = 50, batch_size: int = 8, metrics: Sequence[str] | None = None, seed: int = 0,
     n_train: int = 256, n_eval: int = 64, device: str | None = None, overwrite: bool = False,
     registries: Registries | None = None, progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
@@ -211,7 +213,7 @@ def compare(
     from denoised_weights.pipeline.compare import compare_inits
     from denoised_weights.pipeline.finetune import FinetuneOptions
 
-    t, arch = _setup(task, task_options, architecture, preset, registries)
+    t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     train, held, prompt = task_data(t, arch, concept=concept, pairs=pairs, eval_pairs=None,
                                     prompt=prompt or (Path(pairs).name if pairs else None),
                                     n_train=n_train, n_eval=n_eval, seed=seed)  # fmt: skip

@@ -27,13 +27,16 @@ STATS = ("group", "tensor", "none")
 
 
 def layer_groups(keys: Sequence[str], spec: LoraSpec) -> list[tuple[str, list[str]]]:
-    """``[(group name, [state keys])]`` in network order: one group per LoRA layer."""
+    """``[(group name, [state keys])]`` in network order: one group per LoRA layer (without
+    the down-projections when the spec shares them: they are the same in every state)."""
     remaining = list(keys)
     groups: list[tuple[str, list[str]]] = []
     norms_of: dict[str, list[str]] = {}
     for norm, layer in spec.norm_modules.items():
         if spec.train_norms:
             norms_of.setdefault(layer, []).append(norm)
+    if spec.shared_a:  # fixed down-projections: the same in every state, nothing to generate
+        remaining = [k for k in remaining if ".lora_A." not in k]
     for layer in spec.target_modules:
         members = [k for k in remaining if k.startswith(layer + ".lora_")]
         for norm in norms_of.get(layer, []):

@@ -71,8 +71,26 @@ def common(f: Callable) -> Callable:
 
 
 def arch_options(f: Callable) -> Callable:
+    f = click.option("--arch-option", "-A", "arch_option", multiple=True, metavar="KEY=VALUE",
+                     help="Override an architecture setting, e.g. -A rank=8 or -A shared_a=true (repeatable).")(f)  # fmt: skip
     f = click.option("--architecture", "-a", default=None, help="Registered architecture (default: the task's).")(f)  # fmt: skip
     return click.option("--preset", "-p", default=None, help="Architecture preset (default: the task's; e.g. tiny, small).")(f)  # fmt: skip
+
+
+def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs with JSON values where they parse (numbers, true/false), else text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--arch-option")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def csv(text: str | None) -> list[str]:

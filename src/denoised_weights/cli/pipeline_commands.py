@@ -15,6 +15,7 @@ from denoised_weights.cli.options import (
     common,
     csv,
     existing_dir,
+    parse_arch_options,
     parse_task_options,
     positive,
     task_options,
@@ -40,13 +41,13 @@ DIR = click.Path(path_type=Path)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @common
 @click.pass_context
-def base(ctx, task, task_option, photos, architecture, preset, out, steps, n_concepts, batch_size, lr, seed, device, overwrite) -> None:  # fmt: skip
+def base(ctx, task, task_option, photos, architecture, arch_option, preset, out, steps, n_concepts, batch_size, lr, seed, device, overwrite) -> None:  # fmt: skip
     """Pretrain the base network on a mixture of training concepts (resumable)."""
     from denoised_weights import api
     from denoised_weights.core.io import read_json
 
     api.train_base(out, task=task, task_options=parse_task_options(task_option, photos),
-                   architecture=architecture, preset=preset,
+                   architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
                    n_concepts=n_concepts, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                    device=device, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
     seconds = read_json(out / "base.json")["train_seconds"]
@@ -76,7 +77,7 @@ def base(ctx, task, task_option, photos, architecture, preset, out, steps, n_con
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @common
 @click.pass_context
-def collect(ctx, task, task_option, photos, architecture, preset, base, out, n_concepts, max_parts, split,
+def collect(ctx, task, task_option, photos, architecture, arch_option, preset, base, out, n_concepts, max_parts, split,
             checkpoints, max_steps, eval_every, interval, lr, shard, workers, seed, device, overwrite) -> None:  # fmt: skip
     """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
     from denoised_weights import api
@@ -84,6 +85,7 @@ def collect(ctx, task, task_option, photos, architecture, preset, base, out, n_c
     existing_dir("--base", base, "a base model folder made by 'dnw base'")
     dataset = api.collect(
         base, out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
+        arch_options=parse_arch_options(arch_option),
         preset=preset, n_concepts=n_concepts,
         max_parts=max_parts, checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
         interval=interval, lr=lr, seed=seed, shard=shard, workers=workers, device=device,
@@ -164,7 +166,7 @@ def dataset_verify(path: Path) -> None:
 @click.option("--out", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, eval_pairs, concept, prompt, init,
+def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, pairs_dir, eval_pairs, concept, prompt, init,
              base, generator, data, max_steps, eval_every, batch_size, lr, metrics, n_train, n_eval, seed, out, device, overwrite) -> None:  # fmt: skip
     """Train one concept from scratch or from a base + LoRA init (resumable)."""
     from denoised_weights import api
@@ -178,8 +180,8 @@ def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, ev
     curve = api.finetune(
         out, task=task, task_options=parse_task_options(task_option, photos), concept=concept, pairs=pairs_dir,
         eval_pairs=eval_pairs, prompt=prompt, init=init, base=base, generator=generator, data=data,
-        architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
-        batch_size=batch_size, lr=lr, metrics=names or None, n_train=n_train, n_eval=n_eval, seed=seed,
+        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
+        max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, lr=lr, metrics=names or None, n_train=n_train, n_eval=n_eval, seed=seed,
         device=device, overwrite=overwrite,
         registries=regs,
     )  # fmt: skip
@@ -205,7 +207,7 @@ def finetune(ctx, task, task_option, photos, architecture, preset, pairs_dir, ev
 @click.option("--workdir", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def compare(ctx, task, task_option, photos, architecture, preset, concept, pairs_dir, prompt, base, inits,
+def compare(ctx, task, task_option, photos, architecture, arch_option, preset, concept, pairs_dir, prompt, base, inits,
             generator, data, max_steps, eval_every, metrics, seed, workdir, device, overwrite) -> None:  # fmt: skip
     """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate."""
     from denoised_weights import api
@@ -214,8 +216,8 @@ def compare(ctx, task, task_option, photos, architecture, preset, concept, pairs
     result = api.compare(
         workdir, task=task, task_options=parse_task_options(task_option, photos), concept=concept,
         pairs=pairs_dir, prompt=prompt, base=base, inits=csv(inits), generator=generator, data=data,
-        architecture=architecture, preset=preset, max_steps=max_steps, eval_every=eval_every,
-        metrics=csv(metrics) or None, seed=seed, device=device, overwrite=overwrite, registries=registries_of(ctx),
+        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
+        max_steps=max_steps, eval_every=eval_every, metrics=csv(metrics) or None, seed=seed, device=device, overwrite=overwrite, registries=registries_of(ctx),
     )  # fmt: skip
     click.echo(format_table([result]))
 

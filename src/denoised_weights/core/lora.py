@@ -48,6 +48,11 @@ class LoraSpec(JsonConfig):
     init_lora_weights: bool | str = field(
         True, help="peft's init: True (A random, B zero), 'gaussian', ..."
     )
+    shared_a: bool = field(
+        False,
+        help="frozen, shared, orthogonal down-projections (the same for every concept, seeded by "
+        "init_seed): only the up-projections train, so a LoRA is linear in what is generated",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or self.rank < 1:
@@ -62,6 +67,12 @@ class LoraSpec(JsonConfig):
             raise DnwError(
                 f"norm modules join LoRA layers that are not targets: {', '.join(missing)}"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not self.shared_a:  # recorded only when on: older adapters and fingerprints stay valid
+            data.pop("shared_a")
+        return data
 
     @property
     def trained_norms(self) -> list[str]:
@@ -107,8 +118,25 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
         torch.manual_seed(spec.init_seed)
         model = inject_adapter_in_model(spec.to_peft_config(), model, adapter_name=ADAPTER_NAME)
     for name, param in model.named_parameters():
-        param.requires_grad_(_is_adapter_param(name))
+        param.requires_grad_(_is_adapter_param(name) and not (spec.shared_a and ".lora_A." in name))
+    if spec.shared_a:
+        _share_down_projections(model, spec)
     return model
+
+
+def _share_down_projections(model: nn.Module, spec: LoraSpec) -> None:
+    """Every lora_A becomes a fixed orthogonal projection seeded by the spec and the layer."""
+    import hashlib
+
+    import torch
+
+    for name in spec.target_modules:
+        weight = model.get_submodule(name).lora_A[ADAPTER_NAME].weight
+        seed = spec.init_seed * 1_000_003 + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+        flat = torch.empty(weight.shape[0], weight[0].numel())
+        torch.nn.init.orthogonal_(flat, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            weight.copy_(flat.reshape(weight.shape))
 
 
 def max_useful_rank(layers: list[Any]) -> int:

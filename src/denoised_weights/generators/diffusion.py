@@ -184,6 +184,8 @@ class DiffusionGenerator(WeightGenerator):
         if any(k not in stats or tuple(stats[k].shape) != shape for k in needed):
             raise DnwError(f"{self.path / 'mean_blocks.safetensors'} does not fit the blocker layout; the generator is damaged")  # fmt: skip
         self.mean_blocks = stats["mean"]
+        fixed = self.path / "fixed.safetensors"  # shared down-projections, the same for all
+        self.fixed = load_tensors(fixed, finite=True)[0] if fixed.is_file() else {}
         # model space -> blocks: blocks = offset + scale · x (identity for uncentred generators)
         self.offset = self.mean_blocks if centred else torch.zeros_like(self.mean_blocks)
         self.scale = stats["scale"] if centred else torch.ones_like(self.mean_blocks)
@@ -280,4 +282,5 @@ class DiffusionGenerator(WeightGenerator):
         return self.offset + self.scale * w
 
     def generate(self, prompt: str, *, seed: int = 0, **options: Any) -> dict[str, torch.Tensor]:
-        return self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))
+        state = self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))
+        return {**{k: v.clone() for k, v in self.fixed.items()}, **state}

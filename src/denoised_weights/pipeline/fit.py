@@ -179,6 +179,9 @@ class BlockData:
     train_idx: list[int]
     val_idx: list[int]
     sample_range: float
+    #: tensors the blocker leaves out because they are the same in every state (shared
+    #: down-projections): saved with the generator and put back into what it generates
+    fixed: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def n_blocks(self) -> int:
@@ -253,7 +256,18 @@ def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> B
         encoder=encoder, train_idx=train_idx,
         val_idx=[i for i, v in enumerate(is_val) if v] or train_idx[:1],
         sample_range=sample_range_of(blocks[train_idx]),
+        fixed=_fixed_tensors(blocker, states),
     )  # fmt: skip
+
+
+def _fixed_tensors(blocker: Any, states: Any) -> dict[str, torch.Tensor]:
+    """The state tensors outside the block layout; each must be the same in every state."""
+    laid_out = {t["key"] for g in blocker.groups for t in g["tensors"]}
+    fixed = {k: v for k, v in states[0].items() if k not in laid_out}
+    for key, value in fixed.items():
+        if any(not torch.equal(s[key], value) for s in states[1:]):
+            raise DnwError(f"LoRA tensor {key} is outside the block layout but differs between dataset entries")  # fmt: skip
+    return fixed
 
 
 def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:
@@ -442,7 +456,7 @@ def fit(
         state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
                              owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
                                     GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint",
-                                    "sampled_concepts.json"))  # fmt: skip
+                                    "sampled_concepts.json", "fixed.safetensors"))  # fmt: skip
         if (
             state == "resume"
             and (out / GENERATOR_CONFIG).is_file()
@@ -569,6 +583,8 @@ def _save(run: _Fit, out: Path, history: list[dict[str, Any]], step: int, second
     save_tensors(
         out / "mean_blocks.safetensors", {"mean": bd.mean_blocks, "scale": bd.scale_blocks}
     )
+    if bd.fixed:  # shared down-projections: put back into every generated LoRA
+        save_tensors(out / "fixed.safetensors", bd.fixed)
     arch = bd.arch
     write_json(out / GENERATOR_CONFIG, {
         "architecture": arch.name, "preset": config.preset, "config": arch.config,

@@ -57,7 +57,7 @@ class DigitNet(nn.Module):
 class DigitCNN(TargetArchitecture):
     """The digits task's classifier: cross-entropy training, accuracy evaluation."""
 
-    lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed")
+    lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed", "shared_a")
     #: Adam step sizes, measured on the small preset (one thread, batch 32): base accuracy after
     #: 1500 mixture steps 0.46 / 0.62 / 0.12 at 1e-3 / 3e-3 / 1e-2; LoRA from a 4000-step base
     #: on 8 held-out concepts, mean accuracy after 200 steps 0.942 / 0.947 / 0.947 at
@@ -74,6 +74,7 @@ class DigitCNN(TargetArchitecture):
         alpha: float | None = None,
         train_norms: bool = False,
         lora_seed: int = 0,
+        shared_a: bool = False,
     ) -> None:
         widths = list(widths) if isinstance(widths, list | tuple) else widths
         if not isinstance(widths, list) or not widths:
@@ -95,6 +96,7 @@ class DigitCNN(TargetArchitecture):
             "alpha": alpha,
             "train_norms": bool(train_norms),
             "lora_seed": lora_seed,
+            **({"shared_a": True} if shared_a else {}),  # recorded only when on (fingerprints)
         }
         self._spec: LoraSpec | None = None
         self.name = "digit-cnn"
@@ -127,6 +129,7 @@ class DigitCNN(TargetArchitecture):
                 norm_modules=norms,
                 train_norms=c["train_norms"],
                 init_seed=c["lora_seed"],
+                shared_a=c.get("shared_a", False),
             )
         return dataclasses.replace(self._spec)
 

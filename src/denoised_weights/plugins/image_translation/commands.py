@@ -109,12 +109,13 @@ def add_export(cli: click.Group) -> None:
     @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True, help="torch.onnx.export's exporter (dynamo: torch.export-based).")  # fmt: skip
     @click.option("--check-photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Photos to check the export on (default: the bundled photos).")  # fmt: skip
     @click.option("--check-images", "n_check", type=click.IntRange(1, 1024), default=16, show_default=True, help="256x256 crops compared with PyTorch.")  # fmt: skip
+    @click.option("--check-size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Side of the check crops (and of the latency figure).")  # fmt: skip
     @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime threads for the latency figure.")  # fmt: skip
     @click.option("--plain-merge", is_flag=True, help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).")  # fmt: skip
     @click.option("--overwrite", is_flag=True, help="Write into an existing folder (replaces only what this command wrote there).")  # fmt: skip
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
-    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, threads, plain_merge, overwrite, as_json) -> None:  # fmt: skip
+    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, check_size, threads, plain_merge, overwrite, as_json) -> None:  # fmt: skip
         """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or safetensors."""
         import json
 
@@ -124,7 +125,7 @@ def add_export(cli: click.Group) -> None:
             fmt = "safetensors" if out.suffix.lower() == ".safetensors" else "onnx"
         report = export(
             out, base=base, adapter=adapter, format=fmt, exporter=exporter, check_photos=check_photos,
-            n_check=n_check, threads=threads, plain_merge=plain_merge, overwrite=overwrite, registries=_registries(ctx),
+            n_check=n_check, check_size=check_size, threads=threads, plain_merge=plain_merge, overwrite=overwrite, registries=_registries(ctx),
             echo=lambda line: click.echo(line, err=True),
         )  # fmt: skip
         if as_json:
@@ -134,8 +135,8 @@ def add_export(cli: click.Group) -> None:
         if fmt == "onnx":
             dyn = ", ".join(report["dynamic"]) or f"fixed {report['fixed_shape']}"
             line += (f" ({dyn} dynamic); onnxruntime vs PyTorch on {report['check_images']} photos: "
-                     f"max abs diff {report['max_abs_diff']:.2e}; {report['onnxruntime_ms_per_256x256']:.1f} ms "
-                     f"per 256x256 image ({report['latency_threads']} thread)")  # fmt: skip
+                     f"max abs diff {report['max_abs_diff']:.2e}; onnxruntime {report['onnxruntime_ms_per_image']:.1f} ms "
+                     f"per {report['latency_image']} image ({report['latency_threads']} thread)")  # fmt: skip
         else:
             line += f"; reloaded: max abs diff {report['reload_max_abs_diff']:.1e}"
         click.echo(line)

@@ -169,7 +169,7 @@ class GanTrainState:
 class E2GAN(TargetArchitecture):
     """The reference architecture: E2GAN-style generator, PatchGAN, pix2pix conditional GAN loss."""
 
-    lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed")
+    lora_config_keys = ("rank", "alpha", "train_norms", "lora_seed", "shared_a")
     #: pix2pix's Adam rate for a full network; a LoRA adapter takes a larger one
     learning_rates = {"full": 2e-4, "lora": 1e-3}  # noqa: RUF012
 
@@ -183,6 +183,7 @@ class E2GAN(TargetArchitecture):
         alpha: float | None = None,
         train_norms: bool = False,
         lora_seed: int = 0,
+        shared_a: bool = False,
         disc_width: int = 32,
         disc_layers: int = 2,
         norm: str = "batch",
@@ -210,6 +211,7 @@ class E2GAN(TargetArchitecture):
             "alpha": alpha,
             "train_norms": train_norms,
             "lora_seed": lora_seed,
+            **({"shared_a": True} if shared_a else {}),  # recorded only when on (fingerprints)
             "disc_width": disc_width,
             "disc_layers": disc_layers,
             "norm": norm,
@@ -263,6 +265,7 @@ class E2GAN(TargetArchitecture):
             norm_modules=norms,
             train_norms=c["train_norms"],
             init_seed=c["lora_seed"],
+            shared_a=c.get("shared_a", False),
         )
 
     def dummy_batch(self, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -145,7 +145,8 @@ def check_images(photos: str | Path | None = None, n: int = 16, size: int = CHEC
     wholes = []
     for photo in list_photos(photos)[:2]:
         x = photo.tensor()
-        scale = min(1.0, 320 / max(x.shape[-2:]))
+        scale = min(1.0, 1.25 * size / max(x.shape[-2:]))
+        # an odd height: the padding to a multiple of 4 inside the graph is checked too
         size_hw = (max(8, round(x.shape[-2] * scale)) | 1, max(8, round(x.shape[-1] * scale)))
         wholes.append(
             (photo.name, F.interpolate(x[None], size=size_hw, mode="bilinear", antialias=True))
@@ -226,6 +227,7 @@ def export(
     exporter: str = "dynamo",
     check_photos: str | Path | None = None,
     n_check: int = 16,
+    check_size: int = CHECK_SIZE,
     threads: int = 1,
     plain_merge: bool = False,
     overwrite: bool = False,
@@ -250,10 +252,11 @@ def export(
     merge = "peft" if format == "safetensors" or plain_merge else "faithful"
     settings = {"base": str(Path(info["base"]).resolve()), "adapter": str(Path(info["adapter"]).resolve()),
                 "format": format, "exporter": exporter if format == "onnx" else None, "merge": merge,
-                "file": path.name, "check_photos": str(check_photos) if check_photos else None}  # fmt: skip
+                "file": path.name, "check_photos": str(check_photos) if check_photos else None,
+                "check_images": n_check, "check_size": check_size}  # fmt: skip
     claim_output(folder, "export", settings, overwrite=overwrite,
                  owned=(path.name, path.name + ".json"))  # fmt: skip
-    crops, wholes = check_images(check_photos, n_check)
+    crops, wholes = check_images(check_photos, n_check, check_size)
     adapter_net = trained.model.cpu().eval()
     plain = load_translator(info["base"], info["adapter"], merge="peft", registries=registries)
     with torch.no_grad():
@@ -321,9 +324,8 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say, re
     diffs = {}
     with torch.no_grad():
         ort_crops = torch.cat([run_ort(c[None]) for c in crops])
-        diffs[f"{len(crops)} crops {CHECK_SIZE}x{CHECK_SIZE}"] = float(
-            (ort_crops - module(crops)).abs().max()
-        )
+        size = f"{crops.shape[-1]}x{crops.shape[-2]}"
+        diffs[f"{len(crops)} crops {size}"] = float((ort_crops - module(crops)).abs().max())
         ref_arch, ref_net = reference
         vs_adapter = (ort_crops - ref_arch.forward(ref_net, {"A": crops}).clamp(0, 1)).abs()
         if how["dynamic"]:
@@ -344,8 +346,8 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say, re
             "max_abs_diff_vs_adapter": float(vs_adapter.max()),
             "mean_abs_diff_vs_adapter": float(vs_adapter.mean()),
             "latency_threads": threads,
-            "onnxruntime_ms_per_256x256": round(ort_latency * 1000, 2),
-            "pytorch_ms_per_256x256": round(torch_latency * 1000, 2)}  # fmt: skip
+            "latency_image": size, "onnxruntime_ms_per_image": round(ort_latency * 1000, 2),
+            "pytorch_ms_per_image": round(torch_latency * 1000, 2)}  # fmt: skip
 
 
 __all__ = ["DeviceTranslator", "export", "merged_network"]

@@ -11,8 +11,8 @@ tabs never share a run. Fine-tunes run in a child process (one torch thread), so
 them at once. The server binds 127.0.0.1 unless ``--host`` says otherwise.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: Gradio finds the ``gr.Request`` parameters of the
+# page's functions by their evaluated annotations
 import json
 import os
 import shutil

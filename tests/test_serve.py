@@ -1,0 +1,179 @@
+"""dnw serve: the app through gradio_client (tiny base and generator), and one slow check that
+drives headless Chromium to the page (the shipped pack), types a prompt and looks at it."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+pytest.importorskip("gradio_client")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory, tiny_base, tiny_generator):
+    from denoised_weights.plugins.image_translation.serve import serve
+
+    workdir = tmp_path_factory.mktemp("serve")
+    app, studio = serve(port=_free_port(), workdir=workdir, base=tiny_base,
+                        generator=tiny_generator, preset="tiny", block=False, echo=lambda _: None)  # fmt: skip
+    yield app, studio, workdir
+    app.close()
+    studio.close()
+
+
+def _client(app):
+    from gradio_client import Client
+
+    return Client(app.local_url, verbose=False)
+
+
+def test_bound_to_localhost_only(tiny_app):
+    app, _, _ = tiny_app
+    assert app.local_url.startswith("http://127.0.0.1:")
+    assert app.server_name == "127.0.0.1"
+
+
+def test_preview_and_download(tiny_app):
+    app, _, _ = tiny_app
+    client = _client(app)
+    (before, after), note = client.predict(
+        "strong sepia toning", "skimage/chelsea", None, api_name="/preview"
+    )
+    a, b = Image.open(before), Image.open(after)
+    assert a.size == b.size == (451, 300)  # chelsea, under the 512 shown
+    assert "strong sepia toning" in note
+    path, message = client.predict(api_name="/download_adapter")
+    assert Path(path).name == "adapter.zip" and "adapter" in message
+    st, _ = client.predict(api_name="/download_safetensors")
+    assert Path(st).suffix == ".safetensors" and Path(st).stat().st_size > 0
+
+
+def test_two_sessions_keep_their_own_runs(tiny_app):
+    app, _, workdir = tiny_app
+    clients = [_client(app), _client(app)]
+    results: list = [None, None]
+
+    def go(i):
+        results[i] = clients[i].predict(f"prompt number {i}", "skimage/coffee", None,
+                                        api_name="/preview")  # fmt: skip
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert (
+        all(results) and "prompt number 0" in results[0][1] and "prompt number 1" in results[1][1]
+    )
+    sessions = [c.session_hash for c in clients]
+    for i, session in enumerate(sessions):
+        runs = list((workdir / session).glob("generated-*"))
+        assert runs, session
+        import json
+
+        prompts = {json.loads((r / "dnw_adapter.json").read_text())["prompt"] for r in runs}
+        assert prompts == {f"prompt number {i}"}
+
+
+def test_finetune_streams_its_curve(tiny_app):
+    app, _, _ = tiny_app
+    client = _client(app)
+    job = client.submit("gamma-2.2", "", None, None, 10, False, "skimage/chelsea", None,
+                        api_name="/finetune")  # fmt: skip
+    outputs = list(job)
+    assert outputs, job.status()
+    last_plot, last_note, _ = outputs[-1]
+    assert "Done" in last_note, last_note
+    steps = [row[0] for row in last_plot["data"]]
+    assert steps[0] == 0 and steps[-1] == 10 and len(steps) >= 3
+    assert any("Fine-tuning" in out[1] for out in outputs)  # progress came while it ran
+
+
+def test_stop_ends_the_run(tiny_app):
+    app, studio, _ = tiny_app
+    client = _client(app)
+    job = client.submit("gamma-2.2", "", None, None, 400, True, "skimage/chelsea", None,
+                        api_name="/finetune")  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not studio.running(client.session_hash) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert studio.running(client.session_hash)
+    assert client.predict(api_name="/stop") == "Stopped."
+    assert not studio.running(client.session_hash)
+    job.cancel()
+
+
+@pytest.mark.slow
+def test_page_in_chromium(tmp_path):
+    """The shipped pack: page load to first preview, then a typed prompt, on a screenshot
+    (saved to DNW_SERVE_SCREENSHOT when set, e.g. docs/serve.png)."""
+    from cdp import Browser, find_chromium
+    from denoised_weights.plugins.image_translation.serve import serve
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium (apt-get install -y chromium)")
+    t0 = time.perf_counter()
+    app, studio = serve(port=_free_port(), workdir=tmp_path / "work", block=False,
+                        echo=lambda _: None)  # fmt: skip
+    started = time.perf_counter() - t0
+    browser = Browser(chromium)
+    try:
+        t1 = time.perf_counter()
+        browser.goto(app.local_url)
+        browser.wait_for(
+            "document.readyState === 'complete' && !!document.querySelector('#prompt textarea')"
+        )
+        loaded = time.perf_counter() - t1
+        first = "document.querySelectorAll('#preview img').length >= 2 && [...document.querySelectorAll('#preview img')].every(i => i.complete && i.naturalWidth > 0)"  # fmt: skip
+        browser.wait_for(first, timeout=120)
+        first_preview = time.perf_counter() - t1
+        srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
+        prompt = "a pencil sketch with medium 2-pixel strokes"
+        browser.js("(() => { const t = document.querySelector('#prompt textarea'); t.focus(); t.select(); return true; })()")  # fmt: skip
+        browser.type_text(prompt)
+        browser.press_enter()
+        browser.wait_for(
+            f"document.querySelector('#note').innerText.includes({prompt!r})", timeout=120
+        )
+        browser.wait_for(f"{first} && [...document.querySelectorAll('#preview img')].map(i => i.src).join() !== {','.join(srcs)!r}", timeout=60)  # fmt: skip
+        time.sleep(1.0)  # let the slider settle
+        png = browser.screenshot()
+        box = browser.js("(() => { const r = document.querySelector('#preview').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()")  # fmt: skip
+        new_srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
+        import urllib.request
+
+        shown = [
+            np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())).convert("RGB"), np.float32)
+            for src in new_srcs[:2]
+        ]  # fmt: skip
+    finally:
+        browser.close()
+        app.close()
+        studio.close()
+    target = os.environ.get("DNW_SERVE_SCREENSHOT")
+    Path(target or tmp_path / "serve.png").write_bytes(png)
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255
+    left, top, right, bottom, ratio = (float(v) for v in box)
+    region = shot[int(top * ratio) : int(bottom * ratio), int(left * ratio) : int(right * ratio)]
+    assert region.size and region.std() > 0.05  # a picture, not an empty frame
+    # the translated image the page shows differs from the photo it was made from
+    before, after = shown
+    assert before.shape == after.shape and np.abs(before - after).mean() > 5
+    print(f"serve start-up {started:.1f} s; page load {loaded:.1f} s; "
+          f"page load to first preview {first_preview:.1f} s")  # fmt: skip
