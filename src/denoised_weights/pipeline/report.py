@@ -212,6 +212,8 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
             step0_table(results["step0"]),
             "",
         ]
+        if results["step0"].get("splits"):
+            parts += ["### By hold-out kind", "", step0_split_table(results["step0"]), ""]
     parts += ["## Per concept and seed", "", _per_run_table(results), ""]
     parts += [
         "Plots: `plots/`; pictures (rows: input, target, then each init), when the task draws them: `grids/`.",
