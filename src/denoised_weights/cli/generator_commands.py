@@ -59,13 +59,15 @@ from denoised_weights.cli.options import (
 @click.option("--task-batch", type=click.IntRange(1, 4096), default=8, show_default=True, help="Examples of each drawn concept per step.")  # fmt: skip
 @click.option("--task-weight", type=FiniteFloat(0, 1e6), default=1.0, show_default=True, help="Weight of the task loss (--objective both).")  # fmt: skip
 @click.option("--task-option", "-T", "task_option", multiple=True, metavar="KEY=VALUE", help="An option of the task's factory (task objectives).")  # fmt: skip
+@click.option("--concepts", "n_concepts", type=click.IntRange(1, 10**6), default=None,
+              help="Train on this many of the dataset's concepts, spread evenly (scaling curves).")  # fmt: skip
 @click.option("--init-from", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Start from a fitted generator (its network, block layout and centring), e.g. to continue on the task loss.")  # fmt: skip
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @common
 @click.pass_context
 def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, block_size, batch_size, lr, max_steps,
-        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option, init_from,
+        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option, init_from, n_concepts,
         seed, device, overwrite) -> None:  # fmt: skip
     """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
     from denoised_weights import api
@@ -79,7 +81,7 @@ def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, blo
         lr_schedule=lr_schedule, warmup_steps=warmup_steps, objective=objective,
         base=str(base) if base else None, task_concepts=task_concepts, task_batch=task_batch,
         task_weight=task_weight, task_options=parse_task_options(task_option, None) or None,
-        init_from=str(init_from) if init_from else None,
+        init_from=str(init_from) if init_from else None, concepts=n_concepts,
         device=device, overwrite=overwrite,
         registries=registries_of(ctx),
     )  # fmt: skip

@@ -107,6 +107,7 @@ class FitConfig(JsonConfig):
     task_weight: float = field(1.0, help="weight of the task loss beside the denoising loss (objective both)")  # fmt: skip
     task_options: dict[str, Any] | None = field(None, help="options of the task's factory (e.g. photos_dir)")  # fmt: skip
     init_from: str | None = field(None, help="a fitted generator to start from: its network, block layout and centring (same dataset layout)")  # fmt: skip
+    concepts: int | None = field(None, help="train on this many of the dataset's concepts, spread evenly (scaling curves)")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTIONS:
@@ -229,7 +230,10 @@ def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> B
     check_block_size(blocker.block_size, template_total, levels)
     blocker = bind_blocker(arch, blocker)
     # training entries vs held-out checkpoints (the last one of each concept) for validation
-    entries, states = zip(*dataset.iter_states(), strict=True)
+    keep = _subset(dataset.concepts, config.concepts)
+    entries, states = zip(
+        *((e, s) for e, s in dataset.iter_states() if e["concept"] in keep), strict=True
+    )
     k_max = max(e["checkpoint"] for e in entries)
     is_val = [k_max > 0 and e["checkpoint"] == k_max for e in entries]
     reference = _reference(config, arch, registries)
@@ -268,6 +272,15 @@ def _fixed_tensors(blocker: Any, states: Any) -> dict[str, torch.Tensor]:
         if any(not torch.equal(s[key], value) for s in states[1:]):
             raise DnwError(f"LoRA tensor {key} is outside the block layout but differs between dataset entries")  # fmt: skip
     return fixed
+
+
+def _subset(concepts: list[str], n: int | None) -> set[str]:
+    """All concepts, or ``n`` of them spread evenly over the dataset's (sorted) list."""
+    if n is None or n >= len(concepts):
+        return set(concepts)
+    if n < 1:
+        raise DnwError(f"--concepts must be at least 1, got {n}")
+    return {concepts[round(i * len(concepts) / n)] for i in range(n)}
 
 
 def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:

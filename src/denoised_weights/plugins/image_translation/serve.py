@@ -271,7 +271,8 @@ def build_app(studio: Studio) -> Any:
             for p in curve_points(run / init)
             if p.get("l1") is not None
         ]
-        return pd.DataFrame(rows or [{"step": 0, "l1": None, "init": inits[0]}])
+        frame = pd.DataFrame(rows, columns=["step", "l1", "init"])  # numbers: a quantitative axis
+        return frame.astype({"step": "int64", "l1": "float64", "init": "str"})
 
     def finetune(concept, prompt, a_files, b_files, steps, compare, photo, upload, state,
                  request: gr.Request) -> Iterator[tuple]:  # fmt: skip
@@ -291,6 +292,7 @@ def build_app(studio: Studio) -> Any:
                                            steps=steps, eval_every=every, compare=bool(compare))  # fmt: skip
         what = concept or f"{pairs} ({(prompt or '').strip()})"
         try:
+            shown = -1
             while studio.running(session):
                 done = {
                     i: max((p["step"] for p in curve_points(run / i)), default=-1) for i in inits
@@ -298,15 +300,29 @@ def build_app(studio: Studio) -> Any:
                 status = ", ".join(
                     f"{i}: step {s if s >= 0 else '…'}/{steps}" for i, s in done.items()
                 )
-                yield plot_frame(run, inits), f"Fine-tuning {what}: {status}", gr.skip(), state
+                frame = plot_frame(run, inits)
+                # redraw only when a point came, and never with no point (Gradio's plot then stays blank)
+                changed = len(frame) not in (shown, 0)
+                shown = len(frame)
+                yield (
+                    frame if changed else gr.skip(),
+                    f"Fine-tuning {what}: {status}",
+                    gr.skip(),
+                    state,
+                )
                 time.sleep(POLL_SECONDS)
             code = studio.exit_code(session)
         finally:
             studio.stop(session)  # the page went away or Stop was pressed: end the child too
         adapter = run / "generated" / "adapter"
+        if code is None:  # Stop was pressed
+            frame = plot_frame(run, inits)
+            yield frame if len(frame) else gr.skip(), "Stopped.", gr.skip(), state
+            return
         if code != 0 or not adapter.is_dir():
-            yield (plot_frame(run, inits),
-                   f"The fine-tune stopped (exit code {code}); see the server's log.", gr.skip(), state)  # fmt: skip
+            frame = plot_frame(run, inits)
+            yield (frame if len(frame) else gr.skip(),
+                   f"The fine-tune failed (exit code {code}); see {run / 'log.txt'}.", gr.skip(), state)  # fmt: skip
             return
         before = studio.photo(photo, upload)
         state = {**(state or {}), "adapter": str(adapter), "label": f"fine-tuned: {what}"}
@@ -360,8 +376,9 @@ def build_app(studio: Studio) -> Any:
                     halt = gr.Button("Stop")
             with gr.Column():
                 plot = gr.LinePlot(x="step", y="l1", color="init", title="eval L1 (lower is better)",
-                                       x_title="step", y_title="L1", height=300)  # fmt: skip
-                ft_note = gr.Markdown()
+                                   x_title="step", y_title="L1", height=300, elem_id="curve")  # fmt: skip
+                ft_note = gr.Markdown("Pick a concept (or upload pairs), then Fine-tune.",
+                                      elem_id="ft-note")  # fmt: skip
         with gr.Row():
             dl_adapter = gr.Button("Adapter (.zip)")
             dl_st = gr.Button("Merged .safetensors")

@@ -229,9 +229,9 @@ def _architecture_for(base: Path, adapter_info: dict[str, Any], registries: Regi
     config = dict(info["config"])
     spec = adapter_info.get("lora_spec") or {}
     lora_keys = {"rank": "rank", "alpha": "alpha", "train_norms": "train_norms",
-                 "init_seed": "lora_seed"}  # fmt: skip
+                 "init_seed": "lora_seed", "shared_a": "shared_a"}  # fmt: skip
     for key, name in lora_keys.items():
-        if key in spec and name in config:
+        if key in spec and (name in config or spec[key] is True):
             config[name] = spec[key]
     return create_architecture(info["architecture"], None, registries=registries, **config)
 
@@ -251,7 +251,7 @@ def load_translator(
     The adapter is checked against the base (fingerprint, shapes). Without ``merge`` the LoRA
     stays a separate branch exactly as it was trained; ``merge="peft"`` merges it into the
     weights with peft, ``"faithful"`` too but keeps the trained zero padding of the update of
-    reflect-padded convs (see :mod:`~denoised_weights.plugins.image_translation.export`)."""
+    reflect-padded convs (see :mod:`~denoised_weights.plugins.image_translation.merge`)."""
     from denoised_weights.api import pack_part
     from denoised_weights.core.components import lora_fingerprint
     from denoised_weights.core.lora import apply_lora, load_adapter, load_lora_state
@@ -280,7 +280,7 @@ def load_translator(
     if merge not in (None, "peft", "faithful"):
         raise DnwError(f"merge must be None, 'peft' or 'faithful', got {merge!r}")
     if merge:
-        from denoised_weights.plugins.image_translation.export import merged_network
+        from denoised_weights.plugins.image_translation.merge import merged_network
 
         model = merged_network(model, adapter_dir, faithful=merge == "faithful")
     else:
