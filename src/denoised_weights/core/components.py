@@ -24,9 +24,12 @@ def _regs(registries: Registries | None) -> Registries:
 def create_task(name: str, *, registries: Registries | None = None, **options: Any) -> Task:
     """Build a registered task (``options`` go to its factory, e.g. ``photos_dir``)."""
     try:
-        return _regs(registries).tasks.create(name, **options)
+        task = _regs(registries).tasks.create(name, **options)
     except TypeError as exc:
         raise DnwError(f"task {name!r} rejected its options ({exc})") from None
+    if not isinstance(getattr(task, "options", None), dict):  # how worker processes rebuild it
+        task.options = dict(options)
+    return task
 
 
 def list_tasks(pattern: str = "*", *, registries: Registries | None = None) -> list[str]:

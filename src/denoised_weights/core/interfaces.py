@@ -319,6 +319,9 @@ class Task(ABC):
     #: the keys of the data the network reads, and the key of what it should output
     input_keys: tuple[str, ...] = ("A",)
     target_key: str = "B"
+    #: the factory's keyword arguments, which worker processes use to rebuild the task (set by
+    #: ``create_task`` unless the task sets it itself)
+    options: dict[str, Any] | None = None
 
     @abstractmethod
     def concepts(self, split: str | None = None) -> list[Concept]:
