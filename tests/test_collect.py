@@ -105,7 +105,10 @@ def test_verify_catches_a_corrupt_shard(tmp_path, tiny_base):
     shard = next((tmp_path / "ds" / "shards").iterdir())
     shard.write_bytes(shard.read_bytes()[:-10])
     result = cli("dataset", "verify", tmp_path / "ds")
-    assert result.returncode == 1 and "does not match its checksum" in result.stderr
+    assert result.returncode == 1 and "does not match its checksum" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'ds'}: 1 problem(s) found; rerun 'dnw collect' on it to collect those concepts again"
+    ]
 
 
 @pytest.mark.slow

@@ -16,6 +16,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    """A --debug run elsewhere in the session sets DNW_DEBUG in this process; without it the
+    command line's error boundary gives its one-line errors, which these tests check."""
+    monkeypatch.delenv("DNW_DEBUG", raising=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory, tiny_base):
     import denoised_weights as dnw

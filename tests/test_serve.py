@@ -99,6 +99,7 @@ def test_finetune_streams_its_curve(tiny_app):
     assert outputs, job.status()
     last_plot, last_note, _ = outputs[-1]
     assert "Done" in last_note, last_note
+    assert last_plot["datatypes"]["l1"] == "quantitative"
     steps = [row[0] for row in last_plot["data"]]
     assert steps[0] == 0 and steps[-1] == 10 and len(steps) >= 3
     assert any("Fine-tuning" in out[1] for out in outputs)  # progress came while it ran
@@ -156,6 +157,20 @@ def test_page_in_chromium(tmp_path):
         png = browser.screenshot()
         box = browser.js("(() => { const r = document.querySelector('#preview').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()")  # fmt: skip
         new_srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
+        # a fine-tune of 50 steps from the page: its curve shows while it runs
+        browser.js(
+            "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Fine-tune').click()"
+        )
+        t2 = time.perf_counter()
+        browser.wait_for(r"/generated: step [1-9][0-9]*\/50/.test(document.querySelector('#ft-note')?.innerText || '')", timeout=180)  # fmt: skip
+        first_points = time.perf_counter() - t2
+        browser.wait_for(r"/generated: step ([2-9][0-9])\/50/.test(document.querySelector('#ft-note')?.innerText || '')", timeout=180)  # fmt: skip
+        time.sleep(1.0)
+        running_png = browser.screenshot()
+        running_note = browser.js("document.querySelector('#ft-note').innerText")
+        browser.js(
+            "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click()"
+        )
         import urllib.request
 
         shown = [
@@ -166,8 +181,10 @@ def test_page_in_chromium(tmp_path):
         browser.close()
         app.close()
         studio.close()
-    target = os.environ.get("DNW_SERVE_SCREENSHOT")
-    Path(target or tmp_path / "serve.png").write_bytes(png)
+    target = Path(os.environ.get("DNW_SERVE_SCREENSHOT") or tmp_path / "serve.png")
+    target.write_bytes(png)
+    target.with_name(target.stem + "-finetune.png").write_bytes(running_png)
+    assert "Fine-tuning" in running_note and "/50" in running_note
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255
     left, top, right, bottom, ratio = (float(v) for v in box)
     region = shot[int(top * ratio) : int(bottom * ratio), int(left * ratio) : int(right * ratio)]
@@ -176,4 +193,5 @@ def test_page_in_chromium(tmp_path):
     before, after = shown
     assert before.shape == after.shape and np.abs(before - after).mean() > 5
     print(f"serve start-up {started:.1f} s; page load {loaded:.1f} s; "
-          f"page load to first preview {first_preview:.1f} s")  # fmt: skip
+          f"page load to first preview {first_preview:.1f} s; fine-tune click to its first "
+          f"curve point past step 0 {first_points:.1f} s")  # fmt: skip

@@ -46,7 +46,16 @@ def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
                  "--batch-size", "2", "--out", tmp_path / "out")  # fmt: skip
     assert result.exit_code == 0, result.output
     curve = json.loads((tmp_path / "out" / "curve.json").read_text())
-    assert set(curve) == {"init", "prompt", "metric", "higher_is_better", "init_seconds", "points"}
+    assert set(curve) == {
+        "init",
+        "prompt",
+        "metric",
+        "higher_is_better",
+        "init_steps",
+        "init_seconds",
+        "points",
+    }
+    assert curve["init_steps"] == 0
     assert curve["init"] == init and curve["metric"] == "l1" and curve["higher_is_better"] is False
     assert [p["step"] for p in curve["points"]] == [0, 2, 4]
     assert all(set(p) == CURVE_KEYS for p in curve["points"])

@@ -24,6 +24,13 @@ from denoised_weights.plugins.image_translation.translate import (
 from photo_folder import make_photo
 
 
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    """A --debug run elsewhere in the session sets DNW_DEBUG in this process; without it the
+    command line's error boundary gives its one-line errors, which these tests check."""
+    monkeypatch.delenv("DNW_DEBUG", raising=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory, tiny_base):
     """A non-zero LoRA for the tiny base (a random state, so that merging changes weights)."""

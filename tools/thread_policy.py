@@ -85,22 +85,35 @@ def main() -> None:
     for competitor in [None, *[c for c in args.competitors.split(",") if c]]:
         proc = None
         if competitor:
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+            }
             proc = subprocess.Popen([sys.executable, "-c", COMPETITORS[competitor]], env=env)
             time.sleep(3)  # let it reach its loop
         try:
             for name, policy in POLICIES.items():
                 result = run_policy(policy, args.steps)
                 rows.append({"competitor": competitor or "none", "policy": name, **result})
-                print(f"{competitor or 'alone':>6} | {name:<40} | {result['median']:.3f} s/step", flush=True)
+                print(
+                    f"{competitor or 'alone':>6} | {name:<40} | {result['median']:.3f} s/step",
+                    flush=True,
+                )
         finally:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-    base = next(r["median"] for r in rows if r["competitor"] == "none" and r["policy"].startswith("torch default"))
+    base = next(
+        r["median"]
+        for r in rows
+        if r["competitor"] == "none" and r["policy"].startswith("torch default")
+    )
     print("\n| beside | policy | s/step | vs default alone |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['competitor']} | {r['policy']} | {r['median']:.3f} | {r['median'] / base:.2f}x |")
+        print(
+            f"| {r['competitor']} | {r['policy']} | {r['median']:.3f} | {r['median'] / base:.2f}x |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

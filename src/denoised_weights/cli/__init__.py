@@ -50,9 +50,10 @@ class DnwGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
-        argv = list(sys.argv[1:] if args is None else args)
-        if "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]:
-            os.environ["DNW_DEBUG"] = "1"
+        argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        debug = (
+            debug_enabled() or "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
+        )
         try:
             rv = super().main(
                 args=args, prog_name=prog_name or "dnw", standalone_mode=False, **extra
@@ -65,7 +66,7 @@ class DnwGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             fail("interrupted; rerun the same command to resume where it stopped", EXIT_INTERRUPTED)
         except Exception as exc:  # the boundary: one line, or the traceback with --debug
-            if debug_enabled():
+            if debug:
                 raise
             fail(*describe_exception(exc))
         sys.exit(rv if isinstance(rv, int) else 0)

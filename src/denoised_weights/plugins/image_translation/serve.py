@@ -97,8 +97,39 @@ class Studio:
         self._generator: Any = None
         self._lock = threading.Lock()
         self._procs: dict[str, Any] = {}
-        self.warm = threading.Thread(target=self._load_generator, daemon=True)
+        self._landing: tuple | None = None
+        self.warm = threading.Thread(target=self._warm_up, daemon=True)
         self.warm.start()
+
+    def _warm_up(self) -> None:
+        """At start-up: load the generator, and make the page's first preview (the default
+        prompt on the first photo) so that it is there when a browser opens the page."""
+        try:
+            self._load_generator()
+            adapter, seconds = self.generate("landing", DEFAULT_PROMPT)
+            name = next(iter(self.photos))
+            before = self.photo(name)
+            self._landing = (
+                DEFAULT_PROMPT,
+                name,
+                adapter,
+                seconds,
+                before,
+                self.apply(adapter, before),
+            )
+        except Exception:  # the page then makes its first preview itself
+            self._landing = None
+
+    def landing(self, prompt: str, photo: str | None, upload: Any) -> tuple | None:
+        """The start-up preview when it is what is asked for (waits for the warm-up)."""
+        if (
+            upload is not None
+            or prompt != DEFAULT_PROMPT
+            or photo not in (None, next(iter(self.photos)))
+        ):
+            return None
+        self.warm.join()
+        return self._landing
 
     # the generator is loaded once (in the background at start-up) and shared
     def _load_generator(self) -> Any:
@@ -255,10 +286,13 @@ def build_app(studio: Studio) -> Any:
         if not (prompt or "").strip():
             raise gr.Error("Type a concept prompt first, e.g. 'a pencil sketch'.")
         t0 = time.perf_counter()
-        session = session_of(request)
-        adapter, gen_seconds = studio.generate(session, prompt.strip())
-        before = studio.photo(photo, upload)
-        after = studio.apply(adapter, before)
+        ready = studio.landing(prompt, photo, upload)  # made at start-up: the page's first view
+        if ready is not None:
+            _, _, adapter, gen_seconds, before, after = ready
+        else:
+            adapter, gen_seconds = studio.generate(session_of(request), prompt.strip())
+            before = studio.photo(photo, upload)
+            after = studio.apply(adapter, before)
         state = {**(state or {}), "adapter": str(adapter), "label": f"generated: {prompt.strip()}"}
         note = (f"Generated init for **{prompt.strip()}** ({gen_seconds * 1000:.0f} ms to generate, "
                 f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after.")  # fmt: skip
