@@ -120,4 +120,5 @@ def test_onnx_export_dynamo(tmp_path, tiny_base, tiny_adapter):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["exporter"] == "dynamo" and report["dynamic"] == ["batch", "height", "width"]
+    assert not out.with_name(out.name + ".data").exists()  # one self-contained file
     assert report["max_abs_diff"] <= 1e-4 and "dynamic_failed" not in report

@@ -163,7 +163,10 @@ def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.save(model, str(path))
+    onnx.save(model, str(path))  # one self-contained file: the weights are inline now
+    leftover = path.with_name(path.name + ".data")  # torch's exporter wrote them beside it first
+    if leftover.is_file():
+        leftover.unlink()
 
 
 def export(
@@ -203,7 +206,7 @@ def export(
                 "file": path.name, "check_photos": str(check_photos) if check_photos else None,
                 "check_images": n_check, "check_size": check_size}  # fmt: skip
     claim_output(folder, "export", settings, overwrite=overwrite,
-                 owned=(path.name, path.name + ".json"))  # fmt: skip
+                 owned=(path.name, path.name + ".json", path.name + ".data"))  # fmt: skip
     crops, wholes = check_images(check_photos, n_check, check_size)
     adapter_net = trained.model.cpu().eval()
     plain = load_translator(info["base"], info["adapter"], merge="peft", registries=registries)
