@@ -12,6 +12,7 @@ set -euo pipefail
 BENCH=$1
 WORK=${2:-runs/objectives-digits}
 FIT_MINUTES=${FIT_MINUTES:-9}
+SCALE_MINUTES=${SCALE_MINUTES:-$FIT_MINUTES}
 DNW=${DNW:-.venv/bin/dnw}
 export DNW_PLUGINS=
 mkdir -p "$WORK"
@@ -25,11 +26,16 @@ fit() {  # name, then fit's options
 fit weights --max-minutes "$FIT_MINUTES"
 fit task --objective task --base "$BENCH/base" --task-concepts 4 --task-batch 16 --max-minutes "$FIT_MINUTES"
 fit both --objective both --base "$BENCH/base" --task-concepts 4 --task-batch 16 --max-minutes "$FIT_MINUTES"
+# the weights generator, then half its budget again on the task loss
+fit weights-then-task --objective task --base "$BENCH/base" --task-concepts 4 --task-batch 16 \
+    --init-from "$WORK/gen-weights" --max-minutes "$(python3 -c "print($FIT_MINUTES / 2)")"
 for n in 25 50 100; do
-    fit "weights-$n" --concepts "$n" --max-minutes "$FIT_MINUTES"
+    fit "weights-$n" --concepts "$n" --max-minutes "$SCALE_MINUTES"
 done
 
-for name in weights task both weights-25 weights-50 weights-100; do
+for name in weights task both weights-then-task weights-25 weights-50 weights-100; do
+    inits=generated
+    case $name in weights|task|both|weights-then-task) inits=$INITS,blend,fine-generated ;; esac
     $DNW benchmark --task digits --preset small --step0-only --out "$WORK/step0-$name" \
-        --base "$BENCH/base" --data "$BENCH/dataset" --generator "$WORK/gen-$name" --inits "$INITS"
+        --base "$BENCH/base" --data "$BENCH/dataset" --generator "$WORK/gen-$name" --inits "$inits"
 done

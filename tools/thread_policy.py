@@ -25,6 +25,9 @@ POLICIES = {
     "passive wait, 2 threads": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "threads": None},
     "1 thread": {"env": {}, "threads": 1},
     "1 thread, passive wait": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "threads": 1},
+    # libgomp's middle ground: spin this many iterations, then sleep
+    "2 threads, spin 10k then sleep": {"env": {"GOMP_SPINCOUNT": "10000"}, "threads": None},
+    "2 threads, spin 100k then sleep": {"env": {"GOMP_SPINCOUNT": "100000"}, "threads": None},
 }
 
 WORKLOAD = r"""
@@ -66,7 +69,11 @@ while True:
 
 
 def run_policy(policy: dict, steps: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
+    }
     env.update(policy["env"])
     out = subprocess.run(
         [sys.executable, "-c", WORKLOAD, str(steps), str(policy["threads"] or 0)],
@@ -80,6 +87,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--competitors", default="torch,spin")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--policies", default=None, help="semicolon-separated subset (names as printed)"
+    )
     args = parser.parse_args()
     rows = []
     for competitor in [None, *[c for c in args.competitors.split(",") if c]]:
@@ -93,7 +103,8 @@ def main() -> None:
             proc = subprocess.Popen([sys.executable, "-c", COMPETITORS[competitor]], env=env)
             time.sleep(3)  # let it reach its loop
         try:
-            for name, policy in POLICIES.items():
+            chosen = args.policies.split(";") if args.policies else list(POLICIES)
+            for name, policy in ((n, POLICIES[n]) for n in chosen):
                 result = run_policy(policy, args.steps)
                 rows.append({"competitor": competitor or "none", "policy": name, **result})
                 print(
