@@ -199,3 +199,9 @@ def test_step0_only_tabulates_every_init_without_training(tmp_path, tiny_base, t
         "fine",
     }
     assert not (tmp_path / "runs").exists()  # nothing was fine-tuned
+    # step 0 of one more generator alone (a scaling curve): no scratch needed
+    result = run("benchmark", "--preset", "smoke", "--out", tmp_path / "alone", "--base", tiny_base,
+                 "--generator", tiny_generator, "--concepts", HELD_OUT, "--step0-only", "--inits", "generated")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alone = json.loads((tmp_path / "alone" / "step0.json").read_text())
+    assert alone["rows"][0]["inits"]["generated"] == step0["rows"][0]["inits"]["generated"]

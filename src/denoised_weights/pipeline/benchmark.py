@@ -158,8 +158,10 @@ def run_benchmark(
 
     known = {"scratch", "standard", *registries_or_default(registries).generators.list()}
     unknown = [i for i in spec.inits if i not in known]
-    if unknown or "scratch" not in spec.inits:
-        raise DnwError(f"--inits must include scratch and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}")  # fmt: skip
+    lora_inits = [i for i in spec.inits if i != "scratch"]
+    if unknown or not (lora_inits if spec.step0_only else "scratch" in spec.inits):
+        need = "a LoRA init" if spec.step0_only else "scratch (its final value is the target)"
+        raise DnwError(f"--inits must include {need} and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}")  # fmt: skip
     concept_ids = (
         check_concepts(task, spec.concepts)
         if spec.concepts
