@@ -17,6 +17,7 @@ from typing import Any
 import click
 import pluggy
 
+from denoised_weights.core import interrupt
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.plugins import Registries, get_plugin_manager, plugin_infos
 
@@ -55,9 +56,10 @@ class DnwGroup(click.Group):
             debug_enabled() or "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
         )
         try:
-            rv = super().main(
-                args=args, prog_name=prog_name or "dnw", standalone_mode=False, **extra
-            )
+            with interrupt.catching():
+                rv = super().main(
+                    args=args, prog_name=prog_name or "dnw", standalone_mode=False, **extra
+                )
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             fail(f"{exc.format_message()}{hint}", exc.exit_code)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from denoised_weights.core import interrupt
 from denoised_weights.core.config import JsonConfig, field
 from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.io import save_tensors, write_json
@@ -556,6 +557,7 @@ def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]
         running.clear()
 
     while step < max_steps:
+        interrupt.check()
         if (
             config.max_minutes is not None
             and (time.perf_counter() - start) / 60 >= config.max_minutes

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from denoised_weights.core import interrupt
 from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture
@@ -92,6 +93,7 @@ def train_loop(
         total=max_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, leave=False
     )
     while step < max_steps:
+        interrupt.check()
         batch = to_device(batch_fn(step), device)
         t0 = time.perf_counter()
         losses = arch.training_step(model, tstate, batch)
