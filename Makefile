@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dnw demo $(DEMO_ARGS)
 
+# pytest-xdist: TEST_WORKERS processes of one torch thread each (TEST_WORKERS=0 runs in-process)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# Rebuild the shipped pretrained pack from nothing (small preset; about 65 min on 2 cores):
-# base (~9 min), weight dataset of every single-edit training concept (191, ~25 min),
+# Rebuild the shipped pretrained pack from nothing (small preset; 1-2 hours on 2 cores):
+# base (~9 min), weight dataset of every single-edit training concept (191: 25 min on the machine
+# that built the shipped pack, about 75 min on another of the same kind, 2026-12-02),
 # generator (~27 min), then the pack with its provenance.
 PACK_WORK ?= runs/pack
 FIT_STEPS ?= 7500
