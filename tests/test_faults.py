@@ -8,6 +8,7 @@ after). The cases reproduce what a demanding user tried on an earlier version (i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -756,10 +757,8 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_run(ws, monkeypatch):
     def step(self, *args, **kwargs):
         steps.append(1)
         if len(steps) == 3:
-            try:
+            with contextlib.suppress(KeyboardInterrupt):  # lost, as in a __del__
                 signal.raise_signal(signal.SIGINT)
-            except KeyboardInterrupt:
-                pass  # lost, as in a __del__
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(E2GAN, "training_step", step)
