@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dnw demo $(DEMO_ARGS)
 
-# pytest-xdist: TEST_WORKERS processes of one torch thread each (TEST_WORKERS=0 runs in-process)
+# pytest-xdist: TEST_WORKERS processes of one compute thread each (TEST_WORKERS=0 runs in-process)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
