@@ -49,3 +49,19 @@ def tiny_generator(tmp_path_factory, tiny_dataset):
     out = tmp_path_factory.mktemp("gen")
     dnw.fit(tiny_dataset, out, text_encoder="hash", batch_size=16, max_steps=6, val_every=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory, tiny_base):
+    """A non-zero LoRA for the tiny base (a random state, so that merging changes weights)."""
+    import denoised_weights as dnw
+    from denoised_weights.pipeline.base import base_info
+
+    arch = dnw.create_architecture("e2gan", "tiny", **base_info(tiny_base)["config"])
+    state = dnw.lora_state(dnw.build_lora_model(arch))
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in state.items()}
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    dnw.save_adapter(out, state, arch.lora_spec(), fingerprint=dnw.lora_fingerprint(arch),
+                     metadata={"prompt": "a random test translator"})  # fmt: skip
+    return out

@@ -23,20 +23,6 @@ def _no_debug(monkeypatch):
     monkeypatch.delenv("DNW_DEBUG", raising=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory, tiny_base):
-    import denoised_weights as dnw
-    from denoised_weights.pipeline.base import base_info
-
-    arch = dnw.create_architecture("e2gan", "tiny", **base_info(tiny_base)["config"])
-    state = dnw.lora_state(dnw.build_lora_model(arch))
-    g = torch.Generator().manual_seed(3)
-    state = {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in state.items()}
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    dnw.save_adapter(out, state, arch.lora_spec(), fingerprint=dnw.lora_fingerprint(arch))
-    return out
-
-
 def _run(*args):
     return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
