@@ -65,3 +65,26 @@ def tiny_adapter(tmp_path_factory, tiny_base):
     dnw.save_adapter(out, state, arch.lora_spec(), fingerprint=dnw.lora_fingerprint(arch),
                      metadata={"prompt": "a random test translator"})  # fmt: skip
     return out
+
+
+@pytest.fixture
+def fit_killed_at(monkeypatch):
+    """``run(step, data, out, **opts)``: a fit that dies right after it checkpointed ``step``,
+    as a kill would leave it (its folder is then resumed by the test)."""
+    import denoised_weights.core.checkpoint as checkpoint
+    from denoised_weights.pipeline.fit import fit
+
+    def run(step, data, out, **opts):
+        real = checkpoint.save_checkpoint
+
+        def save_then_die(path, parts, meta):
+            real(path, parts, meta)
+            if meta["step"] == step:
+                raise RuntimeError("killed")
+
+        monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+        with pytest.raises(RuntimeError, match="killed"):
+            fit(data, out, **opts)
+        monkeypatch.undo()
+
+    return run

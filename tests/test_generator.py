@@ -119,25 +119,14 @@ def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkey
         diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, noisy_share=0.5)  # fmt: skip
 
 
-def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, monkeypatch):  # fmt: skip
-    import denoised_weights.core.checkpoint as checkpoint
+def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, fit_killed_at):  # fmt: skip
     from denoised_weights.core.io import load_tensors
     from denoised_weights.pipeline.fit import fit
 
     opts = dict(text_encoder="hash", batch_size=8, max_steps=6, val_every=2, lr_schedule="cosine",
                 warmup_steps=1)  # fmt: skip
     unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
-    real = checkpoint.save_checkpoint
-
-    def save_then_die(path, parts, meta):
-        real(path, parts, meta)
-        if meta["step"] == 4:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
-    with pytest.raises(RuntimeError, match="killed"):
-        fit(tiny_dataset, tmp_path / "b", **opts)
-    monkeypatch.undo()
+    fit_killed_at(4, tiny_dataset, tmp_path / "b", **opts)
     with pytest.raises(
         DnwError, match=r"other (options|settings)"
     ):  # the decay is laid out over max_steps

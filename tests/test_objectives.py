@@ -34,22 +34,10 @@ def test_the_task_objective_needs_a_base(tmp_path, tiny_dataset):
         fit(tiny_dataset, tmp_path / "g", objective="task", **TASK_FIT)
 
 
-def test_a_killed_task_objective_fit_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, tiny_base, monkeypatch):  # fmt: skip
-    import denoised_weights.core.checkpoint as checkpoint
-
+def test_a_killed_task_objective_fit_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, tiny_base, fit_killed_at):  # fmt: skip
     opts = {**TASK_FIT, "objective": "task", "base": str(tiny_base)}
     unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
-    real = checkpoint.save_checkpoint
-
-    def save_then_die(path, parts, meta):
-        real(path, parts, meta)
-        if meta["step"] == 2:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
-    with pytest.raises(RuntimeError, match="killed"):
-        fit(tiny_dataset, tmp_path / "b", **opts)
-    monkeypatch.undo()
+    fit_killed_at(2, tiny_dataset, tmp_path / "b", **opts)
     resumed = fit(tiny_dataset, tmp_path / "b", **opts)
     weights = [load_tensors(d / "model" / "diffusion_pytorch_model.safetensors")[0] for d in (unbroken, resumed)]  # fmt: skip
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
