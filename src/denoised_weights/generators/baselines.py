@@ -92,12 +92,20 @@ class NearestInit(_DatasetInit):
         )
         return encoder, torch.nn.functional.normalize(vectors, dim=-1), owners
 
-    def nearest_concept(self, prompt: str) -> tuple[str, float]:
+    def nearest_concepts(self, prompt: str, k: int = 1) -> list[tuple[str, float]]:
+        """The ``k`` training concepts whose prompts are closest to ``prompt`` (cosine), best first."""
         encoder, vectors, owners = self._bank
         query = torch.nn.functional.normalize(encoder.pooled([prompt]), dim=-1)[0]
         sims = vectors @ query
-        best = int(sims.argmax())
-        return owners[best], float(sims[best])
+        ranked: dict[str, float] = {}
+        for i in torch.argsort(sims, descending=True, stable=True).tolist():
+            ranked.setdefault(owners[i], float(sims[i]))
+            if len(ranked) == k:
+                break
+        return list(ranked.items())
+
+    def nearest_concept(self, prompt: str) -> tuple[str, float]:
+        return self.nearest_concepts(prompt, 1)[0]
 
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
         concept, _ = self.nearest_concept(prompt)

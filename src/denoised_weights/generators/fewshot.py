@@ -92,10 +92,7 @@ class BlendInit(_GeneratedInit):
 
     def candidates(self, prompt: str, seed: int) -> list[StateDict]:
         """The generated LoRA first, then the k nearest trained ones, then the mean."""
-        encoder, vectors, owners = self.nearest._bank
-        query = torch.nn.functional.normalize(encoder.pooled([prompt]), dim=-1)[0]
-        ranked = [owners[i] for i in (vectors @ query).argsort(descending=True).tolist()]
-        picked = list(dict.fromkeys(ranked))[: self.k]
+        picked = [concept for concept, _ in self.nearest.nearest_concepts(prompt, self.k)]
         ds = self.nearest.dataset
         return [self.generate(prompt, seed=seed), *[ds.load_concept(c)[-1] for c in picked],
                 self.mean.generate(prompt)]  # fmt: skip
