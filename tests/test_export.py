@@ -90,12 +90,79 @@ def test_export_refuses_what_it_cannot_do(tmp_path, tiny_base, tiny_adapter):
     bad = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out",
                tmp_path / "x.onnx", "--format", "safetensors")  # fmt: skip
     assert bad.exit_code == 1 and "make them agree" in bad.output
+    (tmp_path / "dir.onnx").mkdir()
+    folder = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "dir.onnx")  # fmt: skip
+    assert folder.exit_code == 1 and "is a folder, not a file" in folder.output
+
+
+def _lines(result):
+    return [line for line in result.output.splitlines() if line.strip()]
+
+
+def test_a_file_out_claims_only_that_file(tmp_path, tiny_base, tiny_adapter):
+    """--out FILE claims the file (and its report and run record beside it), never its folder:
+    the folder's other entries, another command's run.json among them, are left alone."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "mine.txt").write_text("keep me")
+    (runs / "run.json").write_text('{"dnw": {"command": "generate"}}')
+    out = runs / "m.safetensors"
+    args = ["export", "--base", tiny_base, "--adapter", tiny_adapter, "--check-size", "64"]
+    first = _run(*args, "--out", out)
+    assert first.exit_code == 0, first.output
+    assert (runs / "mine.txt").read_text() == "keep me"
+    assert (runs / "run.json").read_text() == '{"dnw": {"command": "generate"}}'
+    record = json.loads((runs / "m.safetensors.run.json").read_text())
+    assert record["dnw"]["command"] == "export" and record["dnw"]["file"] == "m.safetensors"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "m.safetensors", "m.safetensors.json", "m.safetensors.run.json", "mine.txt", "run.json",
+    ]  # fmt: skip
+    # the same export again reuses its own file; other settings or a foreign file are refused
+    assert _run(*args, "--out", out).exit_code == 0
+    before = out.read_bytes()
+    other = _run(*args, "--check-images", "4", "--out", out)
+    assert other.exit_code == 1 and len(_lines(other)) == 1
+    assert (
+        "other settings (check_images: 16 -> 4)" in other.output and "--overwrite" in other.output
+    )
+    assert out.read_bytes() == before
+    foreign = runs / "foreign.safetensors"
+    foreign.write_bytes(b"not mine")
+    refused = _run(*args, "--out", foreign)
+    assert refused.exit_code == 1 and len(_lines(refused)) == 1
+    assert _lines(refused)[0] == f"Error: --out {foreign} already exists; choose a new --out (or add --overwrite to replace that file)"  # fmt: skip
+    assert foreign.read_bytes() == b"not mine" and "Traceback" not in refused.output
+    assert not (runs / "foreign.safetensors.run.json").exists()
+    # --overwrite replaces the named file, and only it
+    replaced = _run(*args, "--out", foreign, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert foreign.read_bytes() != b"not mine" and out.read_bytes() == before
+    assert (runs / "mine.txt").read_text() == "keep me"
+
+
+def test_two_exports_in_one_folder_after_generate(tmp_path, tiny_base, tiny_adapter):
+    """The README's flow: `dnw generate --out runs/sepia`, then `dnw export --out runs/sepia.onnx`
+    and `--out runs/sepia.safetensors` beside it (once refused: 'runs already holds 1 entry')."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_adapter, runs / "sepia")
+    for name in ("sepia.onnx", "sepia.safetensors"):
+        result = _run("export", "--base", tiny_base, "--adapter", runs / "sepia", "--out", runs / name,
+                      "--exporter", "torchscript", "--check-images", "2", "--check-size", "32")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert {p.name for p in runs.iterdir()} == {
+        "sepia", "sepia.onnx", "sepia.onnx.json", "sepia.onnx.run.json",
+        "sepia.safetensors", "sepia.safetensors.json", "sepia.safetensors.run.json",
+    }  # fmt: skip
+
+
+def test_a_folder_out_is_still_claimed_whole(tmp_path, tiny_base, tiny_adapter):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep me")
-    busy = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out",
-                tmp_path / "busy" / "m.safetensors")  # fmt: skip
+    busy = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "busy")  # fmt: skip
     assert busy.exit_code == 1 and "already holds" in busy.output
-    assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
 
 
 def test_onnx_export_dynamo(tmp_path, tiny_base, tiny_adapter):

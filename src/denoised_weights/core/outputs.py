@@ -8,6 +8,10 @@ is there. ``--overwrite`` lets a command write there anyway, and still removes n
 what this command wrote before: entries it owns are replaced, anything else is left alone,
 and a foreign file in the way of one of its outputs stops it.
 
+A command whose ``--out`` is one file claims that file only (:func:`claim_output_file`): its
+run record goes beside it as ``<name>.run.json``, an existing file is refused unless
+``--overwrite``, and the other entries of its folder are never touched or counted.
+
 Nothing is ever written inside the installed package.
 """
 
@@ -125,6 +129,92 @@ def claim_output(
             config=dict(config if config is not None else settings),
             extra={"dnw": {"command": command, "settings": settings}},
         )
+    return state
+
+
+def file_record(path: str | Path) -> Path:
+    """Where the run record of a one-file output ``path`` goes: ``<name>.run.json`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".run.json")
+
+
+def claim_output_file(
+    path: str | Path,
+    command: str,
+    settings: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    sidecars: Iterable[str] = (),
+    seed: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    option: str = "--out",
+) -> str:
+    """Make the file ``path`` the output of ``dnw command`` with ``settings``, or refuse.
+
+    Claims ``path`` and its ``sidecars`` (file names beside it, e.g. ``<name>.json``) and
+    nothing else: the run record is written beside the file as ``<name>.run.json``
+    (:func:`file_record`), and the other entries of the folder are never touched or counted.
+    Returns ``"new"`` (nothing there yet), ``"resume"`` (this command's own file with the same
+    settings) or ``"overwrite"``. An existing file is refused unless ``overwrite``; a sidecar
+    that this command did not write stops it even then.
+    """
+    path = Path(path)
+    settings = normalise(settings)
+    if _inside_package(path):
+        raise DnwError(
+            f"{path} is inside the installed denoised-weights package; write outputs elsewhere"
+        )
+    if path.is_dir():
+        raise DnwError(f"{option} {path} is a folder, not a file; name a file to write")
+    record = file_record(path)
+    if record.is_dir():
+        raise DnwError(f"{record} is a folder in the way of the run record; move it away")
+    ours = [path, *(path.with_name(name) for name in sidecars)]
+    present = [p for p in ours if p.exists() or p.is_symlink()]
+    previous = None
+    if record.is_file():
+        try:
+            previous = read_json(record).get("dnw")
+        except DnwError:
+            previous = None
+    mine = isinstance(previous, dict) and previous.get("command") == command
+    state = "new"
+    if present:
+        if mine and previous.get("settings") == settings:
+            return "resume"
+        if not overwrite:
+            if mine:
+                diff = "; ".join(differences(previous.get("settings") or {}, settings)[:3])
+                raise DnwError(
+                    f"{path} was written by 'dnw {command}' with other settings ({diff}); "
+                    f"choose a new {option}, or add --overwrite to replace it"
+                )
+            raise DnwError(
+                f"{option} {present[0]} already exists; choose a new {option} "
+                "(or add --overwrite to replace that file)"
+            )
+        if not mine:
+            foreign = [p for p in present if p != path]
+            if foreign:
+                raise DnwError(
+                    f"{foreign[0]} was not written by 'dnw {command}' and would be replaced; "
+                    f"move it away or choose a new {option}"
+                )
+        for target in present:
+            if target != path:  # the file itself is replaced when it is written
+                target.unlink()
+        state = "overwrite"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DnwError(f"{option} {path}: a parent of it is a file; choose another path") from None
+    write_run_record(
+        path.parent,
+        seed=seed,
+        config=dict(config if config is not None else settings),
+        name=record.name,
+        extra={"dnw": {"command": command, "settings": settings, "file": path.name}},
+    )
     return state
 
 

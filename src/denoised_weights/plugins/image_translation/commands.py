@@ -112,7 +112,7 @@ def add_export(cli: click.Group) -> None:
     @click.option("--check-size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Side of the check crops (and of the latency figure).")  # fmt: skip
     @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime threads for the latency figure.")  # fmt: skip
     @click.option("--plain-merge", is_flag=True, help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).")  # fmt: skip
-    @click.option("--overwrite", is_flag=True, help="Write into an existing folder (replaces only what this command wrote there).")  # fmt: skip
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out file (a folder --out: replace only what this command wrote there).")  # fmt: skip
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
     def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, check_size, threads, plain_merge, overwrite, as_json) -> None:  # fmt: skip

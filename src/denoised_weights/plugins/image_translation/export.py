@@ -187,9 +187,13 @@ def export(
 ) -> dict[str, Any]:
     """``dnw export``: base + adapter merged by peft, written as ONNX (checked against PyTorch
     with onnxruntime, size and latency measured) or as a merged safetensors state dict.
-    Returns the report, also written beside the file (``<file>.json``)."""
+    Returns the report, also written beside the file (``<file>.json``).
+
+    ``out`` ending in ``.onnx`` / ``.safetensors`` names the file: only that file (and its
+    ``<file>.json`` report and ``<file>.run.json`` run record) is claimed, never the folder
+    it is in. Any other ``out`` is a folder of its own that gets ``model.<format>``."""
     from denoised_weights.core.io import save_tensors, write_json
-    from denoised_weights.core.outputs import claim_output
+    from denoised_weights.core.outputs import claim_output, claim_output_file
     from denoised_weights.plugins.image_translation.translate import load_translator
 
     if format not in FORMATS:
@@ -205,8 +209,11 @@ def export(
                 "format": format, "exporter": exporter if format == "onnx" else None, "merge": merge,
                 "file": path.name, "check_photos": str(check_photos) if check_photos else None,
                 "check_images": n_check, "check_size": check_size}  # fmt: skip
-    claim_output(folder, "export", settings, overwrite=overwrite,
-                 owned=(path.name, path.name + ".json", path.name + ".data"))  # fmt: skip
+    sidecars = (path.name + ".json", path.name + ".data")
+    if Path(out) == path:  # --out names the file: claim it alone
+        claim_output_file(path, "export", settings, overwrite=overwrite, sidecars=sidecars)
+    else:  # --out names a folder that gets model.<format>
+        claim_output(folder, "export", settings, overwrite=overwrite, owned=(path.name, *sidecars))
     crops, wholes = check_images(check_photos, n_check, check_size)
     adapter_net = trained.model.cpu().eval()
     plain = load_translator(info["base"], info["adapter"], merge="peft", registries=registries)
@@ -220,8 +227,9 @@ def export(
         "adapter": info["adapter"], "prompt": info.get("prompt"), "architecture": arch.name,
         "config": arch.config, "peft_merge_max_abs_diff": float(gap.max()),
         "peft_merge_mean_abs_diff": float(gap.mean()),
-        "peft_merge_interior_max_abs_diff": float(gap[..., BORDER:-BORDER, BORDER:-BORDER].max()),
     }  # fmt: skip
+    interior = gap[..., BORDER:-BORDER, BORDER:-BORDER]  # empty for check crops of 32 or less
+    report["peft_merge_interior_max_abs_diff"] = float(interior.max()) if interior.numel() else None
     if format == "safetensors":
         save_tensors(path, net.state_dict(), {"architecture": arch.name,
                      "config": json.dumps(arch.config), "prompt": info.get("prompt") or "",
