@@ -173,3 +173,41 @@ def test_injected_pipeline_is_used():
     assert torch.allclose(b, 1.0 - a)
     assert seen == {"prompt": [PROMPT] * 2, "steps": 3, "output_type": "pt"}
     assert ip2p._dtype_kwarg() in {"dtype", "torch_dtype"}
+
+
+def test_dnw_pairs_source_instruct_pix2pix(tmp_path, model_dir):
+    """The paper's data route from the command line: `dnw pairs --source instruct-pix2pix`
+    edits photo crops with a local InstructPix2Pix model folder."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from denoised_weights.cli import create_cli
+    from denoised_weights.core.plugins import get_plugin_manager
+    from denoised_weights.plugins.image_translation.pairs import FolderPairs
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+
+    def run(*args):
+        return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
+
+    args = ["pairs", "--source", "instruct-pix2pix", "--model", model_dir, "--prompt", PROMPT,
+            "--photos", photos, "-n", "3", "--size", "32", "--device", "cpu",
+            "-S", "steps=2", "-S", "batch_size=2"]  # fmt: skip
+    result = run(*args, "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert f"wrote 3 pairs of instruct-pix2pix ({PROMPT})" in result.output
+    info = json.loads((tmp_path / "p" / "pairs.json").read_text())
+    assert info["source"] == "instruct-pix2pix" and info["prompts"] == [PROMPT]
+    assert info["options"]["steps"] == 2 and info["options"]["model_dir"] == str(model_dir)
+    a, b = FolderPairs(tmp_path / "p", size=32).all_pairs()
+    assert a.shape == b.shape == (3, 3, 32, 32) and not torch.equal(a, b)
+    # the same command again reuses its output; a catalogue-only option is refused
+    assert run(*args, "--out", tmp_path / "p").exit_code == 0
+    bad = run(*args, "--concept", "sepia-0.8", "--out", tmp_path / "q")
+    assert bad.exit_code == 1 and "--source instruct-pix2pix takes no --concept" in bad.output
+    assert not (tmp_path / "q").exists()

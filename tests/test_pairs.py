@@ -115,3 +115,53 @@ def test_pairs_command_writes_ab(tmp_path):
     assert (
         run("pairs", "--concept", "no such concept at all", "--out", tmp_path / "q").exit_code == 1
     )
+
+
+class FlipPairs:
+    """A third party's pair source: photo-like noise and its mirror image."""
+
+    def __init__(self, size: int = 64, axis: int = 3) -> None:
+        self.size, self.axis = size, axis
+
+    def pairs(self, n, *, split="train", seed=0):
+        a = torch.rand(n, 3, self.size, self.size, generator=torch.Generator().manual_seed(seed))
+        return a, a.flip(self.axis)
+
+
+class FlipPlugin:
+    @dnw.hookimpl
+    def register_pair_sources(self, register):
+        register("flip", FlipPairs)
+
+
+def test_pairs_sources_are_chosen_by_name_from_the_registry(tmp_path):
+    cli = create_cli(get_plugin_manager(plugins=[FlipPlugin()]))
+
+    def run_with(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    help_text = " ".join(run_with("pairs", "--help").output.split())
+    assert "Registered pair source: catalogue, flip, folder, instruct-pix2pix" in help_text
+    unknown = run_with("pairs", "--source", "nope", "--out", tmp_path / "x")
+    assert unknown.exit_code == 1 and not (tmp_path / "x").exists()
+    assert unknown.stderr.strip() == (
+        "Error: unknown pair-source 'nope' (known: catalogue, flip, folder, instruct-pix2pix; "
+        "see 'dnw list pair-sources')"
+    )
+    made = run_with("pairs", "--source", "flip", "-S", "axis=2", "-n", "2", "--size", "8",
+                    "--out", tmp_path / "f")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    a, b = FolderPairs(tmp_path / "f", size=8).all_pairs()
+    assert torch.allclose(b, a.flip(2), atol=1 / 255)
+    info = json.loads((tmp_path / "f" / "pairs.json").read_text())
+    assert info["source"] == "flip" and info["options"] == {"size": 8, "axis": 2}
+    for args, message in [
+        (["--source", "flip", "--prompt", "x"], "--source flip takes no --prompt"),
+        (["--source", "flip", "-S", "angle=3"], "--source flip has no option 'angle'"),
+        (["--source", "catalogue"], "--source catalogue needs --concept"),
+        (["--source", "folder"], "--source folder needs -S path=VALUE"),
+    ]:
+        bad = run_with("pairs", *args, "--out", tmp_path / "bad")
+        lines = bad.stderr.strip().splitlines()
+        assert bad.exit_code == 1 and len(lines) == 1 and message in lines[0], bad.output
+        assert not (tmp_path / "bad").exists()
