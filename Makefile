@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test lint pack clean-env
+.PHONY: env demo test test-fast lint pack clean-env
 
 env: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# the same without the end-to-end checks marked slow (they still run in make test and CI)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # Rebuild the shipped pretrained pack from nothing (small preset; 1-2 hours on 2 cores):
 # base (~9 min), weight dataset of every single-edit training concept (191: 25 min on the machine

@@ -111,29 +111,51 @@ def test_verify_catches_a_corrupt_shard(tmp_path, tiny_base):
     ]
 
 
+def finished(out):
+    """Concepts the dataset already holds (their manifest is written last)."""
+    manifest = out / "manifest"
+    return {p.stem for p in manifest.glob("*.json")} if manifest.is_dir() else set()
+
+
+def mid_training(out, done):
+    """A concept that is not finished and has checkpointed past its first step: a kill now lands
+    inside its training, with progress to resume from."""
+    work = out / ".work"
+    for checkpoint in sorted(work.glob("*/checkpoint.json")) if work.is_dir() else []:
+        if checkpoint.parent.name in done:
+            continue
+        try:
+            step = json.loads(checkpoint.read_text())["step"]
+        except (OSError, ValueError, KeyError):  # being replaced right now: look again
+            continue
+        if step > 0:
+            return checkpoint.parent.name
+    return None
+
+
+def wait_for(condition, proc, what, timeout=600):
+    """Poll ``condition()`` until it holds; fail if ``proc`` ends first (no wall-time claim:
+    the timeout only stops a hung test)."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+    return found
+
+
 @pytest.mark.slow
 def test_kill_nine_twice_then_resume_matches_an_unbroken_run(tmp_path, tiny_base):
     args = ["collect", "--base", tiny_base, "--preset", "tiny", "--concepts", "6", *OPTS]
     out = tmp_path / "killed"
-    for kill in (
-        1,
-        2,
-    ):  # each kill lands at a different moment: after 1 and after 3 finished concepts
+    for want in (1, 3):  # each kill lands at another moment: inside the 2nd, then the 4th concept
         proc = subprocess.Popen([DNW, *map(str, args), "--out", out], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.time() + 240
-        want = 1 if kill == 1 else 3
-        while time.time() < deadline and proc.poll() is None:
-            done = (
-                len(list((out / "manifest").glob("*.json"))) if (out / "manifest").is_dir() else 0
-            )
-            if done >= want:
-                time.sleep(0.7 * kill)  # land inside the next concept's training
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the run finished before it could be killed"
+        wait_for(lambda w=want: len(done := finished(out)) >= w and mid_training(out, done),
+                 proc, f"a checkpoint inside concept {want + 1}")  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert len(finished(out)) < 6, "the run finished before it was killed"
     result = cli(*args, "--out", out)
     assert result.returncode == 0, result.stderr
     assert cli("dataset", "verify", out).returncode == 0
@@ -193,23 +215,60 @@ def test_workers_die_with_a_killed_parent(tmp_path, tiny_base):
     ]
     proc = subprocess.Popen([DNW, *map(str, args), "--out", tmp_path / "ds"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "ds" / ".work").is_dir():
-        time.sleep(0.1)
-    time.sleep(1.0)
-
-    def workers():
-        out = subprocess.run(
-            ["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True
-        ).stdout
-        return {int(pid) for pid in out.split()}
-
-    children = {p for p in workers() if Path(f"/proc/{p}/stat").is_file() and
-                int(Path(f"/proc/{p}/stat").read_text().split()[3]) == proc.pid}  # fmt: skip
-    assert children, "no worker processes were started"
+    # both workers have taken a concept each (a lock file per concept in progress)
+    wait_for(lambda: len(list((tmp_path / "ds" / ".work").glob("*/lock"))) >= 2, proc,
+             "two concepts in progress")  # fmt: skip
+    children = workers_of(proc.pid)
+    assert len(children) == 2, f"expected 2 worker processes, found {children}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and children & workers():
-        time.sleep(0.2)
-    assert not children & workers(), "workers outlived their killed parent"
+    deadline = time.monotonic() + 60
+    while (alive := {w for w in children if w.alive()}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, "workers outlived their killed parent"
+
+
+class Process:
+    """A process known by its pid and start time (a reused pid is another process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.started = pid, self._start_time(pid)
+
+    @staticmethod
+    def _start_time(pid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+        return None if fields[0] == "Z" else fields[19]  # field 22: start time
+
+    def alive(self) -> bool:
+        return self.started is not None and self._start_time(self.pid) == self.started
+
+    def __repr__(self) -> str:
+        return f"Process({self.pid})"
+
+
+def parent_of(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm)": state, ppid
+
+
+def workers_of(pid):
+    """The worker processes of ``pid``: its children (by their parent pid) that multiprocessing's
+    spawn started, not any other process on the machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or parent_of(entry.name) != pid:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in cmdline:
+            found.add(Process(int(entry.name)))
+    return found

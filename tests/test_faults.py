@@ -638,10 +638,6 @@ CASES = [
 # fmt: on
 
 
-def test_there_are_at_least_forty_cases():
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_fault(ws, case):
     if case.setup is not None:

@@ -68,7 +68,7 @@ def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
 def test_finetune_a_task_concept_through_the_api(tmp_path, tiny_base):
     curve = dnw.finetune(tmp_path / "ft", concept="gamma-2.2", init="standard", base=tiny_base, preset="tiny",
                          max_steps=2, eval_every=1, metrics=["l1"], n_train=8, n_eval=4)  # fmt: skip
-    assert curve["prompt"] == "strongly darkened midtones at gamma 2.2" or curve["prompt"]
+    assert curve["prompt"] == "strongly darkened midtones at gamma 2.2"  # its first prompt
     assert [p["step"] for p in curve["points"]] == [0, 1, 2]
 
 
