@@ -1,10 +1,18 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-# Tests run with no ambient third-party plugins; the ones that need plugins add them.
-os.environ["DNW_PLUGINS"] = ""
+# Tests run with no ambient third-party plugins, only the suite's own (tests/site: the
+# test-only `hash` text encoder, installed through the entry-point group as a third party's
+# plugin is); it reaches commands run in subprocesses through PYTHONPATH. Tests that need
+# other plugins add them.
+SITE = str(Path(__file__).resolve().parent / "site")
+sys.path.insert(0, SITE)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SITE, os.environ.get("PYTHONPATH")]))
+os.environ["DNW_PLUGINS"] = "test-encoders"
 os.environ.pop("DNW_PLUGINS_STRICT", None)
 torch.set_num_threads(int(os.environ.get("DNW_TEST_THREADS", "1")))
 

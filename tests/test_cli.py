@@ -90,3 +90,20 @@ def test_console_script_help_is_fast_and_clean():
     assert out.returncode == 0 and "info" in out.stdout
     out = subprocess.run([str(dnw), "info", "nope"], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
+
+
+def test_users_see_no_test_only_text_encoder(monkeypatch):
+    """`hash` is registered by the test suite's own plugin (tests/site), not by dnw."""
+    from click.testing import CliRunner
+
+    from denoised_weights.cli import create_cli
+    from denoised_weights.core.plugins import get_plugin_manager
+
+    def encoders(plugins):
+        monkeypatch.setenv("DNW_PLUGINS", plugins)
+        cli = create_cli(get_plugin_manager())
+        rows = json.loads(CliRunner().invoke(cli, ["list", "text-encoders", "--json"]).stdout)
+        return {r["name"]: r["plugin"] for r in rows}
+
+    assert set(encoders("")) == {"minilm", "clip"}  # what a user without plugins has
+    assert encoders("test-encoders")["hash"] == "test-encoders"

