@@ -130,7 +130,7 @@ def test_benchmark_workers_give_the_same_rows_as_one_process(tmp_path, tiny_base
         raise AssertionError("the parent trained: the workers left a job undone")
 
     # spawned workers import their own modules: only this (parent) process refuses to train
-    monkeypatch.setattr(E2GAN, "training_step", no_training_here)
+    monkeypatch.setattr(E2GAN, "training_phases", no_training_here)
     two = run_benchmark(TASK, BenchmarkSpec(out=tmp_path / "two", workers=2, **common), echo=lambda _: None)  # fmt: skip
     assert len(two["rows"]) == 2 * 3
     strip = ("seconds", "init_seconds", "speedup")

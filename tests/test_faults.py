@@ -748,7 +748,7 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_run(ws, monkeypatch):
     callback can swallow it. The training loop notices at its next step all the same."""
     from denoised_weights.plugins.image_translation.e2gan import E2GAN
 
-    real, steps = E2GAN.training_step, []
+    real, steps = E2GAN.training_phases, []
 
     def step(self, *args, **kwargs):
         steps.append(1)
@@ -757,7 +757,7 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_run(ws, monkeypatch):
                 signal.raise_signal(signal.SIGINT)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(E2GAN, "training_step", step)
+    monkeypatch.setattr(E2GAN, "training_phases", step)
     result = run(ws, ["finetune", "--pairs", "pairs", "--prompt", "x", "--init", "scratch",
                       "--preset", "tiny", "--max-steps", "50", "--eval-every", "5", "--metrics", "l1",
                       "--out", "lost"])  # fmt: skip

@@ -53,8 +53,12 @@ def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
         "higher_is_better",
         "init_steps",
         "init_seconds",
+        "eval_seconds",
+        "evaluations",
+        "seconds_per_evaluation",
         "points",
     }
+    assert curve["evaluations"] == 3 and curve["eval_seconds"] > 0
     assert curve["init_steps"] == 0
     assert curve["init"] == init and curve["metric"] == "l1" and curve["higher_is_better"] is False
     assert [p["step"] for p in curve["points"]] == [0, 2, 4]
@@ -100,7 +104,7 @@ def test_resume_gives_the_same_curve(tmp_path, monkeypatch):
         task, arch, tmp_path / "whole", prompt="p", init="scratch", options=opts, **data
     )
 
-    real_step = arch.training_step
+    real_step = arch.training_phases
     calls = {"n": 0}
 
     def dying_step(*args, **kwargs):
@@ -109,11 +113,11 @@ def test_resume_gives_the_same_curve(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(arch, "training_step", dying_step)
+    monkeypatch.setattr(arch, "training_phases", dying_step)
     with pytest.raises(KeyboardInterrupt):
         finetune(task, arch, tmp_path / "cut", prompt="p", init="scratch", options=opts, **data)
     assert (tmp_path / "cut" / "checkpoint").is_dir()
-    monkeypatch.setattr(arch, "training_step", real_step)
+    monkeypatch.setattr(arch, "training_phases", real_step)
     resumed = finetune(
         task, arch, tmp_path / "cut", prompt="p", init="scratch", options=opts, **data
     )

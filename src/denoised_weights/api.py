@@ -199,6 +199,29 @@ def task_data(t: Task, arch: Any, *, concept: str | None, pairs: Any, eval_pairs
     )
 
 
+def speed(
+    *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
+    architecture: str | None = None, preset: str | None = None, base: str | Path | None = None,
+    generator: str | Path | None = None, threads: Sequence[int] = (1, 2), rounds: int = 20,
+    collect_concepts: int = 0, collect_workers: int = 2, registries: Registries | None = None,
+    echo: Any = print,
+) -> list[dict[str, Any]]:
+    """``dnw speed``: the cost of training on this machine (rows of the speed table)."""
+    from denoised_weights.pipeline.speed import measure_speed
+
+    t, arch = _setup(task, task_options, architecture, preset, registries)
+    base = base or pack_part(t, "base", preset)
+    if base is None:
+        raise DnwError(f"no pretrained base for task {t.name!r} and this preset; pass --base DIR")
+    generator = generator or pack_part(t, "generator", preset)
+    rows = []
+    for n in threads:
+        rows += measure_speed(t, arch, base=Path(base), generator=Path(generator) if generator else None,
+                              threads=n, rounds=rounds, collect_concepts=collect_concepts,
+                              collect_workers=collect_workers, echo=echo)  # fmt: skip
+    return rows
+
+
 def compare(
     workdir: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
     concept: str | None = None, pairs: str | Path | None = None, prompt: str | None = None,

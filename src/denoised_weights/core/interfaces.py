@@ -8,7 +8,7 @@ required; the rest have working defaults.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,26 @@ if TYPE_CHECKING:  # keep this module import-light: torch is imported by impleme
     from denoised_weights.core.lora import LoraSpec
 
 StateDict = dict[str, "torch.Tensor"]
+
+
+@dataclass
+class Phase:
+    """One loss of a training step and the optimiser that steps on it
+    (:meth:`TargetArchitecture.training_phases`)."""
+
+    name: str
+    loss: torch.Tensor
+    optimizer: Any
+    #: what to log besides the loss itself (tensors or floats), e.g. an L1 beside a GAN loss
+    logs: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    def logged(self) -> dict[str, Any]:
+        return {self.name: self.loss.detach(), **self.logs}
+
+
+def overrides(obj: Any, method: str) -> bool:
+    """Whether ``obj``'s class overrides ``TargetArchitecture.<method>``."""
+    return getattr(type(obj), method, None) is not getattr(TargetArchitecture, method)
 
 
 class TargetArchitecture(ABC):
@@ -83,11 +103,39 @@ class TargetArchitecture(ABC):
     def load_training_carry(self, state: Any, carry: Mapping[str, torch.Tensor]) -> None:  # noqa: B027
         """Put a base's :meth:`training_carry` into a fresh training ``state``. Default: nothing."""
 
-    @abstractmethod
+    def training_phases(
+        self, model: nn.Module, state: Any, batch: Mapping[str, torch.Tensor]
+    ) -> Iterator[Phase]:
+        """The losses of one training step, each with the optimiser that steps on it, in
+        order (a GAN: the discriminator's, then the generator's). The training engine
+        back-propagates each phase's loss and steps its optimiser before asking for the next
+        phase, so code after a ``yield`` sees the updated parameters. Losses stay tensors: the
+        engine decides when to read them. Implement this (new plugins) or
+        :meth:`training_step` (older ones); the engine prefers this one."""
+        raise NotImplementedError
+        yield  # pragma: no cover - makes this a generator
+
     def training_step(
         self, model: nn.Module, state: Any, batch: Mapping[str, torch.Tensor]
     ) -> dict[str, float]:
-        """One optimisation step; returns the losses as floats."""
+        """One optimisation step; returns the losses as floats.
+
+        The default steps through :meth:`training_phases` (zero the gradients, backward,
+        step). Architectures written before the training engine override this instead; the
+        engine then runs it as it is (no clipping or other engine features for them)."""
+        if not overrides(self, "training_phases"):
+            raise DnwError(
+                f"architecture {self.name or type(self).__name__!r} implements neither "
+                "training_phases nor training_step: implement training_phases (see "
+                "TargetArchitecture.training_phases)"
+            )
+        logs: dict[str, float] = {}
+        for phase in self.training_phases(model, state, batch):
+            phase.optimizer.zero_grad(set_to_none=True)
+            phase.loss.backward()
+            phase.optimizer.step()
+            logs.update({k: float(v) for k, v in phase.logged().items()})
+        return logs
 
     @abstractmethod
     def evaluate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -93,11 +93,14 @@ class LoraSpec(JsonConfig):
         )
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
+def apply_lora(model: nn.Module, spec: LoraSpec, *, fast: bool = True) -> nn.Module:
     """Inject LoRA into ``model`` in place; only LoRA (and trained norm) params stay trainable.
 
     The LoRA init draws from its own generator seeded with ``spec.init_seed``, so every
     adapter of a dataset starts from the same point whatever the global RNG state.
+    ``fast`` (default) installs peft layers that run each adapted conv or linear layer as one
+    kernel with ``W + s·B·A`` (:mod:`denoised_weights.core.fastlora`); False keeps peft's
+    own forward. Both give the same parameters, state dicts and results.
     """
     import torch
     from peft import inject_adapter_in_model
@@ -116,7 +119,12 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
-        model = inject_adapter_in_model(spec.to_peft_config(), model, adapter_name=ADAPTER_NAME)
+        config = spec.to_peft_config()
+        if fast:
+            from denoised_weights.core.fastlora import register_fast_layers
+
+            register_fast_layers(config)
+        model = inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
     for name, param in model.named_parameters():
         param.requires_grad_(_is_adapter_param(name) and not (spec.shared_a and ".lora_A." in name))
     if spec.shared_a:

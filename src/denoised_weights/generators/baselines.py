@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -219,6 +218,7 @@ def fit_sigma(
     only σ for ``steps`` architecture training steps on ``data``; returns the LoRA state."""
     from torch.nn.utils import parametrize
 
+    from denoised_weights.core.engine import Trainer, architecture_step
     from denoised_weights.core.interfaces import data_size
     from denoised_weights.core.lora import load_lora_state, lora_state
 
@@ -239,11 +239,13 @@ def fit_sigma(
     device = next(model.parameters()).device
     n = data_size(data)
     g = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+
+    def batches(_: int) -> dict[str, torch.Tensor]:
         idx = torch.randint(n, (min(batch_size, n),), generator=g)
-        losses = arch.training_step(model, tstate, {k: v[idx].to(device) for k, v in data.items()})
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise DnwError(f"fitting the singular values diverged at step {step + 1}")
+        return {k: v[idx] for k, v in data.items()}
+
+    step = architecture_step(arch, model, tstate, device)
+    Trainer(step, max_steps=steps, batches=batches, desc="fit σ", progress=False).run()
     for module in wrapped:
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return {k: v.cpu() for k, v in lora_state(model).items()}

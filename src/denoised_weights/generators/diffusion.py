@@ -65,12 +65,19 @@ def one_step(
     index: torch.Tensor,
     tokens: torch.Tensor,
     mask: torch.Tensor,
+    text_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The direct estimate ŵ0 of clean blocks from one forward at timestep ``t``, starting
-    at w_t = α_t·start + σ_t·noise, or at w_t = noise when ``start`` is None (model space)."""
+    at w_t = α_t·start + σ_t·noise, or at w_t = noise when ``start`` is None (model space).
+    With ``text_index``, ``tokens``/``mask`` hold each distinct prompt once (see
+    :class:`~denoised_weights.generators.unet1d.WeightUNet1D`)."""
     a, s = alphas[t].sqrt(), (1 - alphas[t]).sqrt()
     wt = noise if start is None else a * start + s * noise
-    pred = model(wt, torch.full((wt.shape[0],), t, device=wt.device), index, tokens, mask)
+    steps = torch.full((wt.shape[0],), t, device=wt.device)
+    if text_index is None:
+        pred = model(wt, steps, index, tokens, mask)
+    else:
+        pred = model(wt, steps, index, tokens, mask, text_index=text_index)
     if kind == "epsilon":
         return (wt - s * pred) / a
     if kind == "sample":
@@ -244,8 +251,8 @@ class DiffusionGenerator(WeightGenerator):
         self, prompt: str, *, seed: int, steps: int, timestep: int | None, start: str | None
     ) -> torch.Tensor:
         n, b = self.blocker.n_blocks, self.blocker.block_size
-        tokens, mask = self.encoder.encode([prompt])
-        tokens, mask = tokens.expand(n, -1, -1), mask.expand(n, -1)
+        tokens, mask = self.encoder.encode([prompt])  # one prompt, read by every block
+        shared = torch.zeros(n, dtype=torch.long)
         index = torch.arange(n)
         noise = torch.randn(n, b, generator=torch.Generator().manual_seed(seed))
         alphas = self.scheduler.alphas_cumprod
@@ -263,7 +270,7 @@ class DiffusionGenerator(WeightGenerator):
                 raise DnwError(f"unknown start {start!r}: mean or noise")
             # from the dataset mean (in model space) plus noise, or from pure noise
             begin = (self.mean_blocks - self.offset) / self.scale if start == "mean" else None
-            x0 = one_step(self.model, alphas, kind, begin, noise, t, index, tokens, mask)
+            x0 = one_step(self.model, alphas, kind, begin, noise, t, index, tokens, mask, shared)
             return self.offset + self.scale * x0
         from diffusers import DDIMScheduler
 
@@ -277,7 +284,7 @@ class DiffusionGenerator(WeightGenerator):
         ddim.set_timesteps(steps)
         w = noise
         for t in ddim.timesteps:
-            pred = self.model(w, t.expand(n), index, tokens, mask)
+            pred = self.model(w, t.expand(n), index, tokens, mask, text_index=shared)
             w = ddim.step(pred, t, w).prev_sample
         return self.offset + self.scale * w
 

@@ -99,6 +99,7 @@ class BlendInit(_GeneratedInit):
 
     def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, model: nn.Module | None = None,
                    task: Any = None, data: Mapping[str, torch.Tensor] | None = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+        from denoised_weights.core.engine import Trainer
         from denoised_weights.core.interfaces import data_size
         from denoised_weights.core.lora import functional_forward, lora_parameter_names
 
@@ -124,16 +125,19 @@ class BlendInit(_GeneratedInit):
         def blended() -> dict[str, torch.Tensor]:
             return {k: torch.tensordot(coef[row[k]], v, dims=1) for k, v in stacked.items()}
 
-        for step in range(self.fit_steps):
+        def batches(_: int) -> dict[str, torch.Tensor]:
             idx = torch.randint(n, (min(self.batch_size, n),), generator=g)
-            batch = {k: v[idx].to(device) for k, v in data.items()}
+            return {k: v[idx].to(device) for k, v in data.items()}
+
+        def step(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             params = {names[k]: v for k, v in blended().items()}
             loss = task.loss(functional_forward(arch, model, params, batch), batch)
-            if not torch.isfinite(loss):
-                raise DnwError(f"blend: fitting the coefficients diverged at step {step + 1}")
             opt.zero_grad()
             loss.backward()
             opt.step()
+            return {"loss": loss.detach()}
+
+        Trainer(step, max_steps=self.fit_steps, batches=batches, desc="blend", progress=False).run()
         model.train(was)
         with torch.no_grad():
             return {k: v.detach().cpu() for k, v in blended().items()}

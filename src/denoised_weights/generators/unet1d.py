@@ -58,14 +58,50 @@ class Transformer1D(nn.Module):
             nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels)
         )
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         t = x.transpose(1, 2)  # [B, L, C]
         h = self.norm1(t)
         t = t + self.self_attn(h, h, h, need_weights=False)[0]
         h = self.norm2(t)
-        t = t + self.cross_attn(h, text, text, key_padding_mask=~text_mask, need_weights=False)[0]
+        if text_index is None:
+            t = t + self.cross_attn(h, text, text, key_padding_mask=~text_mask, need_weights=False)[0]  # fmt: skip
+        else:
+            t = t + self._cross_shared(h, text, text_mask, text_index)
         t = t + self.mlp(self.norm3(t))
         return t.transpose(1, 2)
+
+    def _cross_shared(
+        self, h: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """The cross-attention with the text's keys and values projected once per prompt
+        (``text [P, L, D]``) and gathered for each row by ``index [B]``: every block of a LoRA
+        shares its prompt, so projecting the prompt once per block repeated the same work (and
+        its weight gradient) a hundred times. Same parameters and results as ``cross_attn``."""
+        mha = self.cross_attn
+        c, heads = mha.embed_dim, mha.num_heads
+        bias_q, bias_k, bias_v = mha.in_proj_bias.split(c)
+        if mha._qkv_same_embed_dim:  # text as wide as the channels: one packed projection
+            w_q, w_k, w_v = mha.in_proj_weight.split(c)
+        else:
+            w_q, w_k, w_v = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+        q = F.linear(h, w_q, bias_q)
+        k = F.linear(text, w_k, bias_k)[index]
+        v = F.linear(text, w_v, bias_v)[index]
+        b, lq, _ = q.shape
+
+        def split(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, -1, heads, c // heads).transpose(1, 2)
+
+        att = F.scaled_dot_product_attention(
+            split(q), split(k), split(v), attn_mask=mask[index][:, None, None, :]
+        )
+        return mha.out_proj(att.transpose(1, 2).reshape(b, lq, c))
 
 
 class WeightUNet1D(ModelMixin, ConfigMixin):
@@ -148,9 +184,13 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
         block_index: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        text_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``sample [B, block_size]``, ``timestep [B]``, ``block_index [B]``, ``text [B, L, D]``,
-        ``text_mask [B, L]`` → ``[B, block_size]``."""
+        ``text_mask [B, L]`` → ``[B, block_size]``. With ``text_index [B]``, ``text`` and
+        ``text_mask`` hold P distinct prompts (``[P, L, D]``, ``[P, L]``) and row i reads
+        prompt ``text_index[i]``: the prompt's projections are then computed once per prompt
+        (every block of one LoRA shares its prompt)."""
         b = sample.shape[0]
         patch = self.config.patch
         x = sample.view(b, -1, patch).transpose(1, 2)  # [B, patch, L]
@@ -159,16 +199,17 @@ class WeightUNet1D(ModelMixin, ConfigMixin):
             self.index_proj(block_index).to(dtype)
         )
         if self.text_embed is not None:
-            emb = emb + self.text_embed(masked_mean(text, text_mask).to(dtype))
+            pooled = self.text_embed(masked_mean(text, text_mask).to(dtype))
+            emb = emb + (pooled if text_index is None else pooled[text_index])
         h = self.conv_in(x)
         skips = []
         for res, attn, down in zip(self.down_res, self.down_attn, self.downsample, strict=True):
-            h = attn(res(h, emb), text, text_mask)
+            h = attn(res(h, emb), text, text_mask, text_index)
             skips.append(h)
             h = down(h)
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), text, text_mask), emb)
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), text, text_mask, text_index), emb)
         for res, attn, up in zip(self.up_res, self.up_attn, self.upsample, strict=True):
-            h = attn(res(torch.cat([h, skips.pop()], dim=1), emb), text, text_mask)
+            h = attn(res(torch.cat([h, skips.pop()], dim=1), emb), text, text_mask, text_index)
             h = up(h)
         out = self.conv_out(F.silu(self.norm_out(h))).transpose(1, 2).reshape(b, -1)
         if self.direct_head is not None:

@@ -36,7 +36,7 @@ from denoised_weights.core.io import (
 from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.context import build_metrics, check_lr, check_seed, resolve_device
-from denoised_weights.pipeline.loop import train_loop
+from denoised_weights.pipeline.loop import evaluation_cost, train_loop
 
 BASE_CONFIG = "base.json"
 MODEL_FILE = "model.safetensors"
@@ -104,7 +104,7 @@ def train_base(
     metrics = build_metrics([task.target_metric], registries)
     model = arch.build(opts.seed).to(dev)
     tstate = arch.init_training(model, seed=opts.seed, lr=lr)
-    points = train_loop(
+    points, trainer = train_loop(
         arch=arch,
         model=model,
         tstate=tstate,
@@ -121,9 +121,8 @@ def train_base(
     )
     save_tensors(out / MODEL_FILE, model.state_dict(), {"architecture": arch.name})
     save_tensors(out / CARRY_FILE, arch.training_carry(tstate))
-    write_json(
-        out / "curve.json", {"init": "base", "prompt": "", "init_seconds": 0.0, "points": points}
-    )
+    write_json(out / "curve.json", {"init": "base", "prompt": "", "init_seconds": 0.0,
+                                    **evaluation_cost(trainer), "points": points})  # fmt: skip
     write_json(
         out / BASE_CONFIG,
         {

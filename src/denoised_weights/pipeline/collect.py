@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from denoised_weights.core.dataset import (
     sha256_file,
     write_concept,
 )
+from denoised_weights.core.engine import Callback, TrainableState, Trainer, architecture_step
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import Concept, TargetArchitecture, Task
 from denoised_weights.core.io import load_tensors, read_json, save_tensors, versions, write_json
@@ -44,7 +44,6 @@ from denoised_weights.core.outputs import claim_output, normalise
 from denoised_weights.core.plugins import Registries
 from denoised_weights.core.workers import exit_with_parent, run_workers, threads_per_worker
 from denoised_weights.pipeline.context import build_metrics, check_lr, check_seed, resolve_device
-from denoised_weights.pipeline.loop import check_losses, to_device
 
 
 @dataclass
@@ -224,13 +223,27 @@ def collect_concept(
     tstate = arch.init_training(model, seed=opts.seed, lr=opts.lr or arch.learning_rates["lora"])
     if carry:
         arch.load_training_carry(tstate, carry)
-    run = _ConceptRun(task, arch, model, tstate, work, opts, cseed, held, metrics, device)
-    kept, keep_from, seconds = run.train(train, desc=concept.id[:28], position=position)
+    policy = _KeepPolicy(task, opts, work, model)
+    # the last possible kept step: the first evaluation at or past max_steps, then K-1 intervals
+    last = -(-opts.max_steps // opts.eval_every) * opts.eval_every
+    Trainer(
+        architecture_step(arch, model, tstate, device),
+        max_steps=last + (opts.checkpoints - 1) * opts.interval,
+        batches=lambda step: task.batch(train, batch_size=opts.batch_size, seed=cseed % (2**31), step=step),
+        parts={"model": TrainableState(model), "training": tstate},
+        ckpt_dir=work,
+        evaluate=lambda: task.evaluate(arch, model, held, metrics),
+        callbacks=[policy],
+        desc=concept.id[:28],
+        position=position,
+    ).run()  # fmt: skip
+    kept, keep_from = policy.kept, policy.keep_from
     states = [load_tensors(work / f"keep_{k['checkpoint']}.safetensors")[0] for k in kept]
     entries = [
         {**k, "prompts": list(concept.prompts), "seed": opts.seed, "concept_seed": cseed,
          "lora_init_seed": arch.lora_spec().init_seed, "converged_step": keep_from,
-         "fingerprint": fingerprint, "concept_seconds": round(seconds, 2),
+         "fingerprint": fingerprint, "concept_seconds": round(policy.seconds, 2),
+         "eval_seconds": round(policy.eval_seconds, 2), "evaluations": policy.evaluations,
          "family": concept.family, "params": dict(concept.params)}
         for k in kept
     ]  # fmt: skip
@@ -239,73 +252,60 @@ def collect_concept(
     return True
 
 
-class _ConceptRun:
-    """The training of one concept's LoRA: plateau detection, kept checkpoints, resume."""
+class _KeepPolicy(Callback):
+    """Collection's schedule: evaluate every ``eval_every`` steps until the task's target
+    metric plateaus (no relative gain of ``tol`` over the last ``patience`` evaluations, after
+    ``min_steps``) or ``max_steps``; from there keep a LoRA checkpoint every ``interval``
+    steps, K in all, then stop."""
 
-    def __init__(self, task, arch, model, tstate, work, opts, cseed, held, metrics, device) -> None:  # fmt: skip
-        self.task, self.arch, self.model, self.tstate = task, arch, model, tstate
-        self.work, self.opts, self.cseed, self.device = work, opts, cseed, device
-        self.held, self.metrics = held, metrics
+    name = "keep"
+
+    def __init__(self, task: Task, opts: CollectOptions, work: Path, model: torch.nn.Module) -> None:
+        self.task, self.opts, self.work, self.model = task, opts, work, model
         self.sign = -1.0 if task.higher_is_better else 1.0  # smaller is better after the sign
+        self.evals: list[float] = []
+        self.keep_from: int | None = None
+        self.kept: list[dict[str, Any]] = []
+        self.seconds = self.eval_seconds = 0.0
+        self.evaluations = 0
 
-    def evaluate(self) -> dict[str, float | None]:
-        return self.task.evaluate(self.arch, self.model, self.held, self.metrics)
-
-    def plateaued(self, evals: list[float]) -> bool:
+    def plateaued(self) -> bool:
         o = self.opts
-        scores = [self.sign * v for v in evals]
+        scores = [self.sign * v for v in self.evals]
         best_before = min(scores[: -o.patience], default=float("inf"))
         recent = min(scores[-o.patience :])
         return len(scores) > o.patience and recent > best_before - o.tol * abs(best_before)
 
-    def train(
-        self, train: dict[str, torch.Tensor], desc: str, position: int
-    ) -> tuple[list, int, float]:
-        from tqdm.auto import tqdm
+    def on_step(self, trainer: Trainer) -> None:
+        o, step = self.opts, trainer.step
+        if self.keep_from is None and step % o.eval_every == 0:
+            value = trainer.evaluate()[self.task.target_metric]
+            self.evals.append(float("inf") * self.sign if value is None else value)
+            if (self.plateaued() and step >= o.min_steps) or step >= o.max_steps:
+                self.keep_from = step
+        at_keep = self.keep_from is not None and (step - self.keep_from) % o.interval == 0
+        if at_keep:
+            index = (step - self.keep_from) // o.interval
+            if index == len(self.kept):  # not kept yet (a resumed run may have kept it already)
+                trainer.guard()
+                save_tensors(self.work / f"keep_{index}.safetensors", lora_state(self.model))
+                self.kept.append({"checkpoint": index, "step": step, "eval": trainer.evaluate()})
+            if len(self.kept) == o.checkpoints:
+                trainer.stop()
+        if step % o.eval_every == 0 or at_keep:
+            trainer.request_checkpoint()
 
-        from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
+    def on_end(self, trainer: Trainer) -> None:
+        self.seconds, self.eval_seconds = trainer.wall_seconds, trainer.eval_seconds
+        self.evaluations = trainer.evaluations
 
-        o, work = self.opts, self.work
-        parts = {"model": self.model, "training": self.tstate}
-        meta = load_checkpoint(work, parts) or {
-            "step": 0,
-            "evals": [],
-            "keep_from": None,
-            "kept": [],
-        }
-        step, evals, keep_from, kept = meta["step"], meta["evals"], meta["keep_from"], meta["kept"]
-        started = time.perf_counter() - meta.get("seconds", 0.0)  # wall time, resumes included
-        bar = tqdm(total=o.max_steps + o.checkpoints * o.interval, initial=step, desc=desc,
-                   position=position, leave=False, unit="step", mininterval=2)  # fmt: skip
-        target = self.task.target_metric
-        while True:
-            if keep_from is None and step % o.eval_every == 0:
-                value = self.evaluate()[target]
-                evals.append(float("inf") * self.sign if value is None else value)
-                if (self.plateaued(evals) and step >= o.min_steps) or step >= o.max_steps:
-                    keep_from = step
-            at_keep = keep_from is not None and (step - keep_from) % o.interval == 0
-            if at_keep:
-                index = (step - keep_from) // o.interval
-                if index == len(kept):  # not kept yet (a resumed run may have kept it already)
-                    save_tensors(work / f"keep_{index}.safetensors", lora_state(self.model))
-                    kept.append({"checkpoint": index, "step": step, "eval": self.evaluate()})
-                if len(kept) == o.checkpoints:
-                    break
-            if step % o.eval_every == 0 or at_keep:
-                save_checkpoint(work, parts, {"step": step, "evals": evals, "keep_from": keep_from,
-                                              "kept": kept, "seconds": time.perf_counter() - started})  # fmt: skip
-            batch = self.task.batch(
-                train, batch_size=o.batch_size, seed=self.cseed % (2**31), step=step
-            )
-            check_losses(
-                self.arch.training_step(self.model, self.tstate, to_device(batch, self.device)),
-                step + 1,
-            )
-            step += 1
-            bar.update(1)
-        bar.close()
-        return kept, keep_from, time.perf_counter() - started
+    def state_dict(self) -> dict[str, Any]:
+        return {"evals": self.evals, "keep_from": self.keep_from, "kept": self.kept}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evals = list(state.get("evals", []))
+        self.keep_from = state.get("keep_from")
+        self.kept = list(state.get("kept", []))
 
 
 # -- many concepts -------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from denoised_weights.pipeline.context import (
     registries_or_default,
     resolve_device,
 )
-from denoised_weights.pipeline.loop import train_loop
+from denoised_weights.pipeline.loop import evaluation_cost, train_loop
 
 BUILTIN_INITS = ("scratch", "standard")
 OWNED = ("curve.json", "adapter", "model.safetensors", "grid.png", "snapshots", "checkpoint")
@@ -252,7 +252,7 @@ def finetune(
             outputs = task.predict(arch, net, view)
             save_tensors(out / "snapshots" / f"step_{step:05d}.safetensors", {"out": outputs})
 
-    points = train_loop(
+    points, trainer = train_loop(
         arch=arch, model=model, tstate=tstate,
         batch_fn=lambda step: task.batch(train, batch_size=opts.batch_size, seed=opts.seed, step=step),
         max_steps=opts.max_steps, eval_every=opts.eval_every,
@@ -275,7 +275,7 @@ def finetune(
     curve = {"init": init, "prompt": prompt, "metric": task.target_metric,
              "init_steps": int(getattr(initialiser, "training_steps", 0) or 0),
              "higher_is_better": task.higher_is_better, "init_seconds": round(init_seconds, 4),
-             "points": points}  # fmt: skip
+             **evaluation_cost(trainer), "points": points}  # fmt: skip
     write_json(out / "curve.json", curve)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return curve

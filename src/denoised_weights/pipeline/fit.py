@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from denoised_weights.core import interrupt
 from denoised_weights.core.config import JsonConfig, field
+from denoised_weights.core.engine import Callback, Trainer
 from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.io import save_tensors, write_json
 from denoised_weights.generators.diffusion import (
@@ -310,6 +309,8 @@ def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:
 class _Fit:
     """One fit: the model, its optimiser and schedule, the loss, validation and checkpoints."""
 
+    ckpt_dir: Path | None = None
+
     def __init__(self, bd: BlockData, config: FitConfig, device: torch.device, rank: int, world: int) -> None:  # fmt: skip
         from diffusers.optimization import get_scheduler
 
@@ -512,80 +513,87 @@ def _fit_device(device: Any) -> torch.device:
     return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
 
 
+class _History(Callback):
+    """The fit's schedule: validation at step 0 and every ``val_every`` steps (rank 0; each
+    one checkpointed), the running training loss between them, the lr; and what a resumed fit
+    must restore (the lr schedule, the concepts the task objective drew)."""
+
+    name = "fit"
+
+    def __init__(self, run: _Fit) -> None:
+        self.run = run
+        self.history: list[dict[str, Any]] = []
+        self.running: list[Any] = []
+
+    def record(self, trainer: Trainer) -> None:
+        run = self.run
+        train_loss = None
+        if trainer.step > 0:  # the mean training loss since the last entry
+            train_loss = sum(float(v) for v in self.running) / max(1, len(self.running))
+        entry = {"step": trainer.step, "seconds": round(trainer.wall_seconds, 2), **run.validate(),
+                 "train_loss": train_loss}  # fmt: skip
+        if trainer.step > 0:
+            entry["lr"] = run.lr_sched.get_last_lr()[0]
+        else:
+            entry["seconds"] = 0.0
+        self.history.append(entry)
+        self.running.clear()
+        trainer.show({"val": f"{entry['val_loss']:.4f}", "cos": f"{entry['val_cos']:.3f}"})
+
+    def on_step(self, trainer: Trainer) -> None:
+        if trainer.step > 0:
+            self.running.append(trainer.last_logs["loss"])
+        if self.run.rank != 0:
+            return
+        every, step = self.run.config.val_every, trainer.step
+        if step == 0 or step % every == 0 or step == trainer.max_steps:
+            self.record(trainer)
+            if step > 0:
+                trainer.request_checkpoint()
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self.run.rank == 0 and self.history[-1]["step"] != trainer.step:
+            self.record(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        run = self.run
+        return {"history": self.history, "lr_sched": run.lr_sched.state_dict(), **run.config.making(),
+                **({"sampled": run.objective.sampled} if run.objective else {})}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        run, making = self.run, self.run.config.making()
+        if any(state.get(k, v) != v for k, v in making.items()):
+            raise DnwError(
+                f"{run.ckpt_dir} is an unfinished fit with other options "
+                f"({', '.join(f'{k}={state.get(k)}' for k in making)}); rerun with those or use a new --out"
+            )
+        if "lr_sched" in state:
+            run.lr_sched.load_state_dict(state["lr_sched"])
+        self.history = list(state.get("history", []))
+        if run.objective is not None:
+            run.objective.sampled = state.get("sampled", [])
+
+
 def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]:
-    """The loop: resume, steps, validation and checkpoints; returns (history, step, seconds)."""
-    from tqdm.auto import tqdm
+    """The fit on the training engine; returns (history, step, seconds). Every rank resumes
+    from rank 0's checkpoint; the time budget is decided on rank 0 and shared."""
+    config = run.config
+    run.ckpt_dir = ckpt_dir
 
-    from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
-
-    config, rank, world = run.config, run.rank, run.world
-    parts = {"model": run.model, "opt": run.opt}
-    meta = load_checkpoint(ckpt_dir, parts) if rank == 0 or world == 1 else None
-    if world > 1:  # every rank resumes from rank 0's checkpoint
-        import torch.distributed as dist
-
-        box = [meta]
-        dist.broadcast_object_list(box, src=0)
-        meta = box[0]
-        for p in run.model.parameters():
-            dist.broadcast(p.data, src=0)
-    making = config.making()
-    if meta and any(meta.get(k, v) != v for k, v in making.items()):
-        raise DnwError(
-            f"{ckpt_dir} is an unfinished fit with other options "
-            f"({', '.join(f'{k}={meta.get(k)}' for k in making)}); rerun with those or use a new --out"
-        )
-    if meta and "lr_sched" in meta:
-        run.lr_sched.load_state_dict(meta["lr_sched"])
-    step = meta["step"] if meta else 0
-    history: list[dict[str, Any]] = meta["history"] if meta else []
-    if run.objective is not None and meta:
-        run.objective.sampled = meta.get("sampled", [])
-        run.objective.forget_after(step)
-    max_steps = config.steps
-    bar = tqdm(
-        total=max_steps, initial=step, desc="fit", unit="step", mininterval=2, disable=rank != 0
-    )
-    if not history and rank == 0:
-        history.append({"step": 0, "seconds": 0.0, **run.validate(), "train_loss": None})
-    start = time.perf_counter() - (meta["seconds"] if meta else 0.0)
-    running: list[float] = []
-
-    def record(seconds: float) -> None:
-        """Validate and append this step's history entry (train loss since the last one)."""
-        history.append({"step": step, "seconds": round(seconds, 2), **run.validate(), "train_loss": sum(running) / max(1, len(running)), "lr": run.lr_sched.get_last_lr()[0]})  # fmt: skip
-        running.clear()
-
-    while step < max_steps:
-        interrupt.check()
-        if (
-            config.max_minutes is not None
-            and (time.perf_counter() - start) / 60 >= config.max_minutes
-        ):
-            break
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
         loss = run.step_loss(step)
-        if not torch.isfinite(loss):
-            raise DnwError(f"fit diverged at step {step + 1} (loss {loss.item()}); lower --lr and rerun with a new --out")  # fmt: skip
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
         run.lr_sched.step()
-        running.append(loss.item())
-        step += 1
-        bar.update(1)
-        if (step % config.val_every == 0 or step == max_steps) and rank == 0:
-            record(time.perf_counter() - start)
-            bar.set_postfix(
-                val=f"{history[-1]['val_loss']:.4f}", cos=f"{history[-1]['val_cos']:.3f}"
-            )
-            save_checkpoint(ckpt_dir, parts, {"step": step, "seconds": time.perf_counter() - start, "history": history,
-                                              "lr_sched": run.lr_sched.state_dict(), **making,
-                                              **({"sampled": run.objective.sampled} if run.objective else {})})  # fmt: skip
-    bar.close()
-    seconds = time.perf_counter() - start
-    if rank == 0 and history[-1]["step"] != step:
-        record(seconds)
-    return history, step, seconds
+        return {"loss": loss.detach()}
+
+    history = _History(run)
+    trainer = Trainer(step_fn, max_steps=config.steps, parts={"model": run.model, "opt": run.opt},
+                      ckpt_dir=ckpt_dir, callbacks=[history], max_minutes=config.max_minutes,
+                      desc="fit", rank=run.rank, world=run.world)  # fmt: skip
+    trainer.run()
+    return history.history, trainer.step, trainer.wall_seconds
 
 
 def _save(run: _Fit, out: Path, history: list[dict[str, Any]], step: int, seconds: float) -> None:

@@ -1,47 +1,65 @@
-"""The training loop every stage shares: steps, evaluation, checkpoints, divergence guard.
+"""The evaluation schedule of base pretraining and fine-tuning, on the training engine.
 
 Batches are drawn by ``batch_fn(step)`` (seeded by the step), so a run resumed from a
-checkpoint sees the same batches as an unbroken one. The checkpoint holds the model and the
-architecture's training state (``state_dict()``), the curve so far and the RNG state.
+checkpoint sees the same batches as an unbroken one. The checkpoint holds what training changes
+(the trainable parameters and buffers, the architecture's training state), the curve so far and
+the RNG state (:mod:`denoised_weights.core.engine`).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from denoised_weights.core import interrupt
-from denoised_weights.core.checkpoint import load_checkpoint, save_checkpoint
-from denoised_weights.core.errors import DnwError
+from denoised_weights.core.engine import (
+    Callback,
+    TrainableState,
+    Trainer,
+    TrainingDiverged,
+    architecture_step,
+    to_device,
+)
 from denoised_weights.core.interfaces import TargetArchitecture
 
 #: steps between checkpoints when no evaluation falls in between
 CHECKPOINT_EVERY = 200
 
-
-class TrainingDiverged(DnwError):
-    """A loss became NaN or infinite: nothing after it is trusted or written."""
-
-
-def check_losses(losses: Mapping[str, float], step: int) -> None:
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        name, value = next(iter(bad.items()))
-        raise TrainingDiverged(
-            f"training diverged at step {step} ({name} = {value}); nothing more was written: "
-            "lower the learning rate (--lr) or check the inputs (a damaged base model?)"
-        )
+__all__ = ["CHECKPOINT_EVERY", "TrainingDiverged", "dense_schedule", "evaluation_cost",
+           "steps_to_reach", "to_device", "train_loop"]  # fmt: skip
 
 
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
+class EvalSchedule(Callback):
+    """Evaluate (and checkpoint) at step 0, every ``every`` steps, at ``extra`` steps and at
+    the end; each evaluation becomes a curve point."""
+
+    name = "curve"
+
+    def __init__(self, every: int, extra: Sequence[int], show: str | None,
+                 on_record: Callable[[int], None] | None) -> None:  # fmt: skip
+        self.every, self.extra, self.show, self.on_record = every, set(extra), show, on_record
+        self.points: list[dict[str, Any]] = []
+
+    def on_step(self, trainer: Trainer) -> None:
+        step = trainer.step
+        if step and step % self.every and step != trainer.max_steps and step not in self.extra:
+            return
+        values = trainer.evaluate()
+        self.points.append({"step": step, "train_seconds": round(trainer.train_seconds, 4), **values})
+        if self.on_record is not None:
+            self.on_record(step)
+        trainer.request_checkpoint()
+        if self.show and values.get(self.show) is not None:
+            trainer.show({self.show: values[self.show]})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": self.points}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.points = list(state.get("points", []))
 
 
 def train_loop(
@@ -60,56 +78,39 @@ def train_loop(
     eval_at: Sequence[int] = (),
     on_record: Callable[[int, nn.Module], None] | None = None,
     show: str | None = None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], Trainer]:
     """Train to ``max_steps``, evaluating (and checkpointing) at step 0, every ``eval_every``
     steps, at the steps in ``eval_at`` and at the end; ``on_record(step, model)`` runs after
     each evaluation. ``show`` names the metric the progress bar displays.
 
-    Returns the curve points; each has ``step``, ``train_seconds`` (training plus
-    ``extra_seconds`` such as init time, evaluation excluded) and the metrics.
+    Returns the curve points (each has ``step``, ``train_seconds``: training plus
+    ``extra_seconds`` such as init time, evaluation excluded, and the metrics) and the
+    finished :class:`Trainer` (its ``eval_seconds``, ``evaluations``).
     """
-    parts = {"model": model, "training": tstate}
-    meta = load_checkpoint(ckpt_dir, parts)
-    step = meta["step"] if meta else 0
-    train_seconds = meta["train_seconds"] if meta else extra_seconds
-    points: list[dict[str, Any]] = meta["points"] if meta else []
-    extra_evals = set(eval_at)
-
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_dir, parts, {"step": step, "train_seconds": train_seconds, "points": points}
-        )
-
-    def record() -> None:
-        values = evaluate(model) if evaluate else {}
-        points.append({"step": step, "train_seconds": round(train_seconds, 4), **values})
-        if on_record is not None:
-            on_record(step, model)
-        checkpoint()
-
-    if not points:
-        record()
-    bar = tqdm(
-        total=max_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, leave=False
+    schedule = EvalSchedule(
+        eval_every, eval_at, show, (lambda step: on_record(step, model)) if on_record else None
     )
-    while step < max_steps:
-        interrupt.check()
-        batch = to_device(batch_fn(step), device)
-        t0 = time.perf_counter()
-        losses = arch.training_step(model, tstate, batch)
-        train_seconds += time.perf_counter() - t0
-        check_losses(losses, step + 1)
-        step += 1
-        bar.update(1)
-        if step % eval_every == 0 or step == max_steps or step in extra_evals:
-            record()
-            value = points[-1].get(show) if show else None
-            if value is not None:
-                bar.set_postfix({show: f"{value:.4f}"})
-        elif step % CHECKPOINT_EVERY == 0:
-            checkpoint()
-    bar.close()
-    return points
+    trainer = Trainer(
+        architecture_step(arch, model, tstate, device),
+        max_steps=max_steps,
+        batches=batch_fn,
+        parts={"model": TrainableState(model), "training": tstate},
+        ckpt_dir=ckpt_dir,
+        evaluate=(lambda: evaluate(model)) if evaluate else None,
+        callbacks=[schedule],
+        checkpoint_every=CHECKPOINT_EVERY,
+        extra_seconds=extra_seconds,
+        desc=desc,
+    ).run()
+    return schedule.points, trainer
+
+
+def evaluation_cost(trainer: Trainer) -> dict[str, Any]:
+    """What a run spent evaluating, for its curve: seconds (all sessions of a resumed run),
+    evaluations, seconds per evaluation."""
+    n = trainer.evaluations
+    return {"eval_seconds": round(trainer.eval_seconds, 3), "evaluations": n,
+            "seconds_per_evaluation": round(trainer.eval_seconds / n, 4) if n else None}  # fmt: skip
 
 
 def steps_to_reach(

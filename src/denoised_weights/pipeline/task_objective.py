@@ -27,14 +27,16 @@ VAL_CONCEPTS, VAL_EXAMPLES = 8, 16
 class TaskObjective:
     """The task loss of the generator's weights for concepts drawn from the task's catalogue."""
 
-    def __init__(self, task: Task, arch: TargetArchitecture, base: Any, fit: Any) -> None:
+    def __init__(
+        self, task: Task, arch: TargetArchitecture, base: Any, fit: Any, *, fast: bool = True
+    ) -> None:
         from denoised_weights.core.lora import apply_lora, lora_parameter_names
         from denoised_weights.pipeline.base import load_base
 
         self.task, self.arch, self.fit = task, arch, fit
         self.config, self.device = fit.config, fit.device
         model, _ = load_base(base, arch, device=fit.device)
-        model = apply_lora(model, arch.lora_spec()).eval()
+        model = apply_lora(model, arch.lora_spec(), fast=fast).eval()
         model.requires_grad_(False)
         self.model = model
         self.names = lora_parameter_names(model)
@@ -66,15 +68,13 @@ class TaskObjective:
         """Differentiable LoRA states, one per prompt, from one batched one-step estimate."""
         bd, dev, kind = self.fit.bd, self.device, self.config.prediction_type
         n, b, k = bd.n_blocks, bd.block_size, len(prompts)
-        tokens, mask = bd.encoder.encode(prompts)
-        tokens = tokens.to(dev).repeat_interleave(n, 0)
-        mask = mask.to(dev).repeat_interleave(n, 0)
+        tokens, mask = bd.encoder.encode(prompts)  # each prompt once; its blocks share it
+        shared = torch.arange(k, device=dev).repeat_interleave(n)
         noise = torch.randn(k * n, b, generator=torch.Generator().manual_seed(seed)).to(dev)
         start = None if self.fit.gen_start is None else self.fit.gen_start.repeat(k, 1)
         index = torch.arange(n, device=dev).repeat(k)
-        x0 = one_step(
-            model, self.fit.alphas, kind, start, noise, DEFAULT_TIMESTEP[kind], index, tokens, mask
-        )
+        x0 = one_step(model, self.fit.alphas, kind, start, noise, DEFAULT_TIMESTEP[kind], index,
+                      tokens.to(dev), mask.to(dev), shared)  # fmt: skip
         blocks = self.offset + self.scale * x0.view(k, n, b)
         return [bd.blocker.from_blocks_differentiable(blocks[i]) for i in range(k)]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoised_weights.core.errors import DnwError
-from denoised_weights.core.interfaces import TargetArchitecture
+from denoised_weights.core.interfaces import Phase, TargetArchitecture
 from denoised_weights.core.lora import LoraSpec
 
 NORMS = ("none", "group")
@@ -158,17 +158,13 @@ class DigitCNN(TargetArchitecture):
             raise DnwError(f"the learning rate must be positive, got {lr}")
         return torch.optim.Adam(params, lr=lr)
 
-    def training_step(
+    def training_phases(
         self, model: nn.Module, state: torch.optim.Optimizer, batch: Mapping[str, torch.Tensor]
-    ) -> dict[str, float]:
+    ) -> Iterator[Phase]:
         model.train()
-        state.zero_grad(set_to_none=True)
         logits = model(batch["x"])
-        loss = F.cross_entropy(logits, batch["y"])
-        loss.backward()
-        state.step()
         accuracy = (logits.detach().argmax(1) == batch["y"]).float().mean()
-        return {"loss": loss.item(), "accuracy": accuracy.item()}
+        yield Phase("loss", F.cross_entropy(logits, batch["y"]), state, {"accuracy": accuracy})
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:

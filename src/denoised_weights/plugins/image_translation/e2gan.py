@@ -10,7 +10,7 @@ in [0, 1] at the interface and in [-1, 1] inside the network.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoised_weights.core.errors import DnwError
-from denoised_weights.core.interfaces import TargetArchitecture
+from denoised_weights.core.interfaces import Phase, TargetArchitecture
 from denoised_weights.core.lora import LoraSpec
 
 NORMS = ("batch", "instance")
@@ -320,10 +320,10 @@ class E2GAN(TargetArchitecture):
                     f"the base's discriminator does not fit this network ({str(exc).splitlines()[0]})"
                 ) from None
 
-    def training_step(
+    def training_phases(
         self, model: nn.Module, state: GanTrainState, batch: Mapping[str, torch.Tensor]
-    ) -> dict[str, float]:
-        """pix2pix: D on (A, B) vs (A, G(A)); G by the adversarial term + λ·L1 to B."""
+    ) -> Iterator[Phase]:
+        """pix2pix: D on (A, B) vs (A, G(A)); then G by the adversarial term + λ·L1 to B."""
         model.train()
         if state.freeze_norm_stats:
             for module in model.modules():
@@ -332,27 +332,21 @@ class E2GAN(TargetArchitecture):
         a, b = batch["A"] * 2 - 1, batch["B"] * 2 - 1
         fake = model(a)
         disc = state.discriminator
-        # discriminator
         disc.requires_grad_(True)
-        state.opt_d.zero_grad(set_to_none=True)
         real_logits = disc(a, b)
         fake_logits = disc(a, fake.detach())
         loss_d = 0.5 * (
             F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         )
-        loss_d.backward()
-        state.opt_d.step()
-        # generator
-        disc.requires_grad_(False)
-        state.opt_g.zero_grad(set_to_none=True)
+        yield Phase("loss_d", loss_d, state.opt_d)
+        disc.requires_grad_(False)  # the discriminator has stepped; G's loss sees the new one
         logits = disc(a, fake)
         loss_gan = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         loss_l1 = F.l1_loss(fake, b)
-        (loss_gan + state.lambda_l1 * loss_l1).backward()
-        state.opt_g.step()
+        logs = {"loss_gan": loss_gan.detach(), "l1": loss_l1.detach() / 2}
+        yield Phase("loss_g", loss_gan + state.lambda_l1 * loss_l1, state.opt_g, logs)
         state.steps += 1
-        return {"loss_d": loss_d.item(), "loss_gan": loss_gan.item(), "l1": loss_l1.item() / 2}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
