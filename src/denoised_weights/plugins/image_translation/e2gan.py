@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoised_weights.core.errors import DnwError
+from denoised_weights.core.fastlora import conv_norm
 from denoised_weights.core.interfaces import Phase, TargetArchitecture
 from denoised_weights.core.lora import LoraSpec
 
@@ -33,7 +34,7 @@ def _norm(channels: int, kind: str = "batch") -> nn.Module:
     return nn.BatchNorm2d(channels)
 
 
-class ConvNormAct(nn.Sequential):
+class ConvNormAct(nn.Module):
     def __init__(
         self, cin: int, cout: int, k: int, stride: int = 1, act: bool = True, norm: str = "batch"
     ) -> None:
@@ -42,6 +43,10 @@ class ConvNormAct(nn.Sequential):
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, padding_mode=pad_mode, bias=False)
         self.norm = _norm(cout, norm)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a LoRA fine-tune's frozen BatchNorm folds into the merged conv (same result)
+        return self.act(conv_norm(self.conv, self.norm, x))
 
 
 class ResBlock(nn.Module):
