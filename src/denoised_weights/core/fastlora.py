@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.lora import layer as peft_layer
 
-
 #: convs with fewer output channels than this run channels-last on the two-conv path: oneDNN's
 #: blocked kernels are slow for a handful of output channels (an image head: 3)
 NARROW = 8
