@@ -272,3 +272,45 @@ def workers_of(pid):
         if b"multiprocessing.spawn" in cmdline:
             found.add(Process(int(entry.name)))
     return found
+
+
+class _CountingTask:
+    """A task registered only in a caller's plugin manager (not installed): image translation
+    that counts the data it makes."""
+
+    made = 0
+
+    def __new__(cls, **options):
+        from denoised_weights.plugins.image_translation.task import ImageTranslationTask
+
+        class Counting(ImageTranslationTask):
+            def make_data(self, *args, **kwargs):
+                _CountingTask.made += 1
+                return super().make_data(*args, **kwargs)
+
+        return Counting(**options)
+
+
+class _CallerPlugin:
+    __name__ = "caller_plugin"
+
+    @dnw.hookimpl
+    def register_tasks(self, register):
+        register("counting", _CountingTask)
+
+
+def test_a_collection_uses_the_callers_plugin_manager(tmp_path, tiny_base):
+    from denoised_weights.core.plugins import Registries, get_plugin_manager
+
+    registries = Registries(get_plugin_manager(plugins=[_CallerPlugin()]))
+    ids = training_concepts(1)
+    _CountingTask.made = 0
+    data = dnw.collect(tiny_base, tmp_path / "ds", task="counting", preset="tiny", concepts=ids,
+                       checkpoints=1, max_steps=2, eval_every=2, interval=1, registries=registries)  # fmt: skip
+    assert data.concepts == ids and data.config["task"] == "counting"
+    assert _CountingTask.made == 2  # train and eval data of the one concept, by the caller's task
+    with pytest.raises(dnw.DnwError, match="worker processes cannot reach"):
+        dnw.collect(tiny_base, tmp_path / "ds2", task="counting", preset="tiny", concepts=ids,
+                    checkpoints=1, max_steps=2, eval_every=2, interval=1, workers=2,
+                    registries=registries)  # fmt: skip
+    assert not (tmp_path / "ds2").exists() or not any((tmp_path / "ds2" / "shards").glob("*"))

@@ -104,7 +104,8 @@ def collect(
                           interval=interval, lr=lr, seed=seed, **options)  # fmt: skip
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     return run(t, arch, base, out, concept_ids=concepts, opts=opts, preset=preset or t.default_preset,
-               shard=shard, workers=workers, device=device, overwrite=overwrite, echo=echo)  # fmt: skip
+               shard=shard, workers=workers, device=device, overwrite=overwrite, echo=echo,
+               registries=registries)  # fmt: skip
 
 
 def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwrite: bool = False,

@@ -29,6 +29,8 @@ def create_task(name: str, *, registries: Registries | None = None, **options: A
         raise DnwError(f"task {name!r} rejected its options ({exc})") from None
     if not isinstance(getattr(task, "options", None), dict):  # how worker processes rebuild it
         task.options = dict(options)
+    if getattr(task, "name", None) != name:  # the name it was created under rebuilds it
+        task.name = name
     return task
 
 

@@ -124,7 +124,8 @@ def build_inputs(
         ]
         echo(f"[build] weight dataset ({len(ids)} training concepts) in {data}")
         collect(task, arch, base, data, concept_ids=ids, opts=CollectOptions(**{**opts, "seed": spec.seed}),
-                preset=p.arch, workers=spec.workers, device=spec.device, echo=echo)  # fmt: skip
+                preset=p.arch, workers=spec.workers, device=spec.device, echo=echo,
+                registries=registries)  # fmt: skip
     if needs_data or spec.data is not None:
         info = WeightDataset(data).info()
         timings.update(collection_seconds=info.get("collection_seconds"),

@@ -22,7 +22,7 @@ import os
 import shutil
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -309,41 +309,82 @@ class _KeepPolicy(Callback):
 
 
 # -- many concepts -------------------------------------------------------------------------------
-def collect_shard(
-    task_name: str, task_options: dict[str, Any], arch_name: str, arch_config: dict[str, Any],
-    out: str, base: str, concept_ids: Sequence[str], opts: CollectOptions, device: str | None,
-    threads: int | None, position: int,
-) -> list[str]:  # fmt: skip
-    """Collect ``concept_ids`` one after another (the body of one worker process); returns
-    those left to another process that holds them."""
-    from tqdm.auto import tqdm
+@dataclass
+class ShardJob:
+    """One worker's share of a collection: what it needs to rebuild the task and the
+    architecture in its own process, and the concepts it collects."""
 
-    from denoised_weights.core.components import create_architecture, lora_fingerprint
-    from denoised_weights.pipeline.base import load_base
+    task: str
+    task_options: dict[str, Any]
+    architecture: str
+    arch_config: dict[str, Any]
+    out: str
+    base: str
+    concept_ids: list[str]
+    opts: CollectOptions
+    device: str | None
+    threads: int | None = None
+    position: int = 0
+
+
+def collect_shard(job: ShardJob) -> list[str]:
+    """The body of one worker process: rebuild task and architecture by name (from the
+    installed plugins), then :func:`collect_concepts`."""
+    from denoised_weights.core.components import create_architecture
     from denoised_weights.pipeline.context import resolve_task
 
-    if position > 0 or threads is not None:
-        exit_with_parent()
-    if threads:
-        torch.set_num_threads(threads)
-    task = resolve_task(task_name, **task_options)
-    arch = create_architecture(arch_name, **arch_config)
-    dev = resolve_device(device)
-    out_path = Path(out)
-    base_model, carry = load_base(Path(base), arch, device=dev)
+    exit_with_parent()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    task = resolve_task(job.task, **job.task_options)
+    arch = create_architecture(job.architecture, **job.arch_config)
+    return collect_concepts(task, arch, job)
+
+
+def collect_concepts(
+    task: Task, arch: TargetArchitecture, job: ShardJob, registries: Registries | None = None
+) -> list[str]:
+    """Collect ``job.concept_ids`` one after another; returns those left to another process
+    that holds them."""
+    from tqdm.auto import tqdm
+
+    from denoised_weights.core.components import lora_fingerprint
+    from denoised_weights.pipeline.base import load_base
+
+    dev = resolve_device(job.device)
+    out_path = Path(job.out)
+    base_model, carry = load_base(Path(job.base), arch, device=dev)
     fingerprint = lora_fingerprint(arch)
     done = set(WeightDataset(out_path).concepts)
-    todo = [c for c in concept_ids if c not in done]
+    todo = [c for c in job.concept_ids if c not in done]
     skipped = []
+    position = job.position
     for cid in tqdm(todo, desc=f"worker {position}", position=position * 2, unit="concept",
                     leave=False, mininterval=2):  # fmt: skip
         ok = collect_concept(
             task, arch, out_path, task.get_concept(cid), base_model=base_model, carry=carry,
-            fingerprint=fingerprint, opts=opts, device=dev, position=position * 2 + 1,
+            fingerprint=fingerprint, opts=job.opts, device=dev, registries=registries,
+            position=position * 2 + 1,
         )  # fmt: skip
         if not ok:
             skipped.append(cid)
     return skipped
+
+
+def _check_rebuildable(task: Task, arch: TargetArchitecture, registries: Registries) -> None:
+    """Worker processes rebuild the task and the architecture from the installed plugins: a
+    one-line error unless those give what ``registries`` (a caller's plugin manager) gives."""
+    from denoised_weights.core.plugins import default_registries
+
+    installed = default_registries()
+    for kind, name in (("tasks", task.name), ("architectures", arch.name)):
+        given, there = getattr(registries, kind), getattr(installed, kind)
+        if name not in there or there.get(name).load() is not given.get(name).load():
+            raise DnwError(
+                f"{kind[:-1]} {name!r} comes from a plugin manager built in this process, which "
+                "worker processes cannot reach: collect with workers=1, or install the plugin "
+                "(an entry point) so that every process loads it"
+            )
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -365,8 +406,12 @@ def collect(
     device: str | None = None,
     overwrite: bool = False,
     echo: Any = None,
+    registries: Registries | None = None,
 ) -> WeightDataset:
-    """Collect the dataset (the part of it this process is responsible for) and write its card."""
+    """Collect the dataset (the part of it this process is responsible for) and write its card.
+
+    With one worker the given ``task`` and ``arch`` are used as they are (and ``registries``
+    for the metrics); worker processes rebuild them by name from the installed plugins."""
     out, base = Path(out), Path(base)
     opts = opts or CollectOptions()
     if opts.lr is None:
@@ -398,13 +443,19 @@ def collect(
                 f"{len(redone)} damaged or incomplete concept(s) set aside (*.damaged) and collected again"
             )
     mine = ids[shard[0] :: shard[1]][rank::world]
-    task_options = dict(getattr(task, "options", {}) or {})
     threads = threads_per_worker(workers, world)
-    common = (task.name, task_options, arch.name, arch.config, str(out), str(base))
+    job = ShardJob(task=task.name, task_options=dict(getattr(task, "options", {}) or {}),
+                   architecture=arch.name, arch_config=arch.config, out=str(out), base=str(base),
+                   concept_ids=mine, opts=opts, device=device)  # fmt: skip
     if workers == 1:
-        skipped = collect_shard(*common, mine, opts, device, threads if world > 1 else None, 0)
+        if world > 1:
+            torch.set_num_threads(threads)
+        skipped = collect_concepts(task, arch, job, registries)
     else:
-        run_workers(collect_shard, [(*common, mine[w::workers], opts, device, threads, w) for w in range(workers)], "collection")  # fmt: skip
+        if registries is not None:
+            _check_rebuildable(task, arch, registries)
+        jobs = [replace(job, concept_ids=mine[w::workers], threads=threads, position=w) for w in range(workers)]  # fmt: skip
+        run_workers(collect_shard, [(j,) for j in jobs], "collection")
         skipped = []
     if world > 1:
         import torch.distributed as dist
