@@ -201,10 +201,18 @@ def task_data(t: Task, arch: Any, *, concept: str | None, pairs: Any, eval_pairs
 
 
 def speed(
-    *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    architecture: str | None = None, preset: str | None = None, base: str | Path | None = None,
-    generator: str | Path | None = None, threads: Sequence[int] = (1, 2), rounds: int = 20,
-    collect_concepts: int = 0, collect_workers: int = 2, registries: Registries | None = None,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    preset: str | None = None,
+    base: str | Path | None = None,
+    generator: str | Path | None = None,
+    threads: Sequence[int] = (1, 2),
+    rounds: int = 20,
+    collect_concepts: int = 0,
+    collect_workers: int = 2,
+    registries: Registries | None = None,
     echo: Any = print,
 ) -> list[dict[str, Any]]:
     """``dnw speed``: the cost of training on this machine (rows of the speed table)."""

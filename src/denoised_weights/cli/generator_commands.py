@@ -185,9 +185,13 @@ def speed(ctx, task, task_option, photos, preset, base, generator, threads, roun
     try:
         counts = [int(x) for x in csv(threads)]
     except ValueError:
-        raise click.BadParameter(f"{threads!r} is not a list of integers", param_hint="--threads") from None
+        raise click.BadParameter(
+            f"{threads!r} is not a list of integers", param_hint="--threads"
+        ) from None
     if not counts or any(n < 1 for n in counts):
-        raise click.BadParameter("give one or more positive thread counts, e.g. 1,2", param_hint="--threads")
+        raise click.BadParameter(
+            "give one or more positive thread counts, e.g. 1,2", param_hint="--threads"
+        )
     existing_dir("--base", base, "a base model folder made by 'dnw base'")
     existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
     rows = api.speed(task=task, task_options=parse_task_options(task_option, photos), preset=preset,

@@ -260,7 +260,9 @@ class _KeepPolicy(Callback):
 
     name = "keep"
 
-    def __init__(self, task: Task, opts: CollectOptions, work: Path, model: torch.nn.Module) -> None:
+    def __init__(
+        self, task: Task, opts: CollectOptions, work: Path, model: torch.nn.Module
+    ) -> None:
         self.task, self.opts, self.work, self.model = task, opts, work, model
         self.sign = -1.0 if task.higher_is_better else 1.0  # smaller is better after the sign
         self.evals: list[float] = []

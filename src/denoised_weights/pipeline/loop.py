@@ -48,7 +48,9 @@ class EvalSchedule(Callback):
         if step and step % self.every and step != trainer.max_steps and step not in self.extra:
             return
         values = trainer.evaluate()
-        self.points.append({"step": step, "train_seconds": round(trainer.train_seconds, 4), **values})
+        self.points.append(
+            {"step": step, "train_seconds": round(trainer.train_seconds, 4), **values}
+        )
         if self.on_record is not None:
             self.on_record(step)
         trainer.request_checkpoint()
