@@ -257,3 +257,26 @@ def test_unet_reads_each_prompt_once_with_the_same_result(text_dim):
     repeated = net(*args, text[index], mask[index])
     shared = net(*args, text, mask, text_index=index)
     assert torch.allclose(repeated, shared, atol=1e-5)
+
+
+def test_the_time_budget_is_rank_zeros_decision(monkeypatch):
+    """Under DDP every rank stops at the step rank 0 decides, whatever its own clock says
+    (ranks that disagreed would wait forever in the next all-reduce)."""
+    import denoised_weights.core.engine as engine
+
+    said = []
+
+    def rank_zero_says(value):
+        said.append(value)
+        return True  # rank 0 is out of time
+
+    monkeypatch.setattr(engine, "_broadcast_object", rank_zero_says)
+    steps = []
+    trainer = Trainer(lambda i: steps.append(i) or {}, max_steps=5, max_minutes=60.0, rank=1,
+                      world=2, progress=False)  # fmt: skip
+    trainer.run()
+    assert steps == [] and said == [None]  # rank 1 offers nothing, follows rank 0
+    monkeypatch.setattr(engine, "_broadcast_object", lambda value: False)
+    Trainer(lambda i: steps.append(i) or {}, max_steps=3, max_minutes=1e-9, rank=1, world=2,
+            progress=False).run()  # fmt: skip
+    assert steps == [0, 1, 2]  # its own clock is past the budget; rank 0 says go on
