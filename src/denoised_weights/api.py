@@ -136,6 +136,18 @@ def generate(
                             registries=registries)  # fmt: skip
 
 
+def load_examples(generator: Any, folder: str | Path, *, task: str | Task | None = None,
+                  registries: Registries | None = None) -> dict[str, Any]:  # fmt: skip
+    """A user's examples of a new concept (``Task.load_data`` of ``folder``), shaped for the
+    network ``generator`` was fitted for."""
+    from denoised_weights.core.components import create_architecture
+    from denoised_weights.pipeline.context import resolve_task
+
+    info = generator.info
+    arch = create_architecture(info["architecture"], registries=registries, **info["config"])
+    return resolve_task(task, registries).load_data(folder, arch=arch, split="all")
+
+
 def _initialiser(
     init: str, t: Task, preset: str | None, generator: Any, data: Any, registries: Any
 ):

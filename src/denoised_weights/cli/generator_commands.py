@@ -62,13 +62,21 @@ from denoised_weights.cli.options import (
 @click.option("--task-option", "-T", "task_option", multiple=True, metavar="KEY=VALUE", help="An option of the task's factory (task objectives).")  # fmt: skip
 @click.option("--concepts", "n_concepts", type=click.IntRange(1, 10**6), default=None,
               help="Train on this many of the dataset's concepts, spread evenly (scaling curves).")  # fmt: skip
+@click.option("--conditioning", type=click.Choice(["text", "examples", "both"]), default="text", show_default=True,
+              help="What the generator reads about a concept: its prompt, a few of its examples (through a trained "
+              "example encoder; needs --objective task), or both.")  # fmt: skip
+@click.option(
+    "--example-encoder", default=None, help="Registered example encoder (default: the task's)."
+)
+@click.option("--n-examples", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Examples of each concept the generator reads.")  # fmt: skip
 @click.option("--init-from", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Start from a fitted generator (its network, block layout and centring), e.g. to continue on the task loss.")  # fmt: skip
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @common
 @click.pass_context
 def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, block_size, batch_size, lr, max_steps,
-        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option, init_from, n_concepts,
+        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option, conditioning, example_encoder, n_examples, init_from, n_concepts,
         seed, device, overwrite) -> None:  # fmt: skip
     """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
     from denoised_weights import api
@@ -83,23 +91,28 @@ def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, blo
         base=str(base) if base else None, task_concepts=task_concepts, task_batch=task_batch,
         task_weight=task_weight, task_options=parse_task_options(task_option, None) or None,
         init_from=str(init_from) if init_from else None, concepts=n_concepts,
+        conditioning=conditioning, example_encoder=example_encoder, n_examples=n_examples,
         device=device, overwrite=overwrite,
         registries=registries_of(ctx),
     )  # fmt: skip
     if (out / "generator.json").is_file():
         info = read_json(out / "generator.json")
         last = read_json(out / "val_loss.json")[-1]
-        click.echo(
-            f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
-            f"validation loss {last['val_loss']:.4f}, one-step cosine to held-out "
-            f"checkpoints {last.get('val_cos', float('nan')):.3f}"
-        )
+        figures = [
+            f"validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else "",
+            f"one-step cosine to held-out checkpoints {last['val_cos']:.3f}" if last.get("val_cos") is not None else "",
+            f"task loss of generated LoRAs {last['val_task']:.4f}" if last.get("val_task") is not None else "",
+        ]  # fmt: skip
+        click.echo(f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
+                   + ", ".join(f for f in figures if f))  # fmt: skip
 
 
 @click.command()
 @click.option("--generator", "-g", default=None, type=click.Path(path_type=Path), help="Folder made by dnw fit (default: the pretrained pack's).")  # fmt: skip
 @click.option("--task", default="image-translation", show_default=True, help="Whose pretrained pack to use without --generator.")  # fmt: skip
 @click.option("--prompt", required=True, help="The new concept's text.")
+@click.option("--pairs", type=click.Path(path_type=Path), default=None,
+              help="Examples of the new concept (image translation: a pix2pix folder) for a generator that reads examples.")  # fmt: skip
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Adapter folder to write.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(1, 1000), default=1, show_default=True, help="1: one-step; more: DDIM (trailing).")  # fmt: skip
 @click.option("--timestep", type=click.IntRange(0, 999), default=None, help="Noise-biased timestep of the one-step path (generator default).")  # fmt: skip
@@ -120,7 +133,7 @@ def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, blo
 @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only the adapter files).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def generate(ctx, generator, task, prompt, out, steps, timestep, start, guidance, seed, warmup, overwrite, as_json) -> None:  # fmt: skip
+def generate(ctx, generator, task, prompt, pairs, out, steps, timestep, start, guidance, seed, warmup, overwrite, as_json) -> None:  # fmt: skip
     """Generate a PEFT LoRA adapter for PROMPT: every block in one batched denoising step."""
     import tempfile
 
@@ -135,6 +148,18 @@ def generate(ctx, generator, task, prompt, out, steps, timestep, start, guidance
     existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
     gen = DiffusionGenerator(generator or default_generator(task), registries=registries_of(ctx))
     options = dict(seed=seed, steps=steps, timestep=timestep, start=start, guidance=guidance)
+    if pairs is not None:
+        if not gen.reads_examples:
+            click.echo("note: this generator reads only the prompt; --pairs is not used", err=True)
+        else:
+            from denoised_weights import api
+
+            existing_dir("--pairs", pairs, "a folder of the new concept's examples")
+            options["examples"] = api.load_examples(
+                gen, pairs, task=task, registries=registries_of(ctx)
+            )
+    elif gen.reads_examples and gen.conditioner.mode == "both":
+        click.echo("note: no --pairs: the generator reads the prompt alone", err=True)
     first = None
     if warmup:  # the whole path once, written to a scratch folder
         with tempfile.TemporaryDirectory() as tmp:

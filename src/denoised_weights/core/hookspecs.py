@@ -49,6 +49,12 @@ def register_text_encoders(register: Register) -> None:
 
 
 @hookspec
+def register_example_encoders(register: Register) -> None:
+    """Register example encoders (:class:`~denoised_weights.core.interfaces.ExampleEncoder`):
+    trainable networks that read a concept's examples for an example-conditioned generator."""
+
+
+@hookspec
 def register_pair_sources(register: Register) -> None:
     """Register sources of paired training images (:class:`~denoised_weights.core.interfaces.PairSource`)."""
 
@@ -75,6 +81,7 @@ REGISTRY_HOOKS: dict[str, str] = {
     "register_blockers": "blockers",
     "register_generators": "generators",
     "register_text_encoders": "text-encoders",
+    "register_example_encoders": "example-encoders",
     "register_pair_sources": "pair-sources",
     "register_metrics": "metrics",
     "register_tasks": "tasks",

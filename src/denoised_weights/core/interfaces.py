@@ -247,6 +247,20 @@ class TextEncoder(ABC):
         return masked_mean(*self.encode(prompts))
 
 
+class ExampleEncoder:
+    """Reads a concept's examples (a task's data: image pairs, labelled inputs, ...) for an
+    example-conditioned generator, which trains it with itself.
+
+    An implementation is a ``torch.nn.Module`` built as ``factory(dim=...)`` whose
+    ``forward(data)`` returns ``[N, dim]``: one token per example, in the width of the text
+    encoder's tokens (the generator cross-attends to them as it does to a prompt's). A task
+    names its default in ``Task.default_example_encoder``; plugins register their own with
+    the ``register_example_encoders`` hook.
+    """
+
+    dim: int
+
+
 class PairSource(ABC):
     """Paired images (source A, target B) for one image-translation task (a source of data
     the image-translation plugin registers; other tasks make their data themselves)."""
@@ -364,6 +378,9 @@ class Task(ABC):
     #: the registered architecture this task trains by default, and its default preset
     default_architecture: str = ""
     default_preset: str | None = None
+    #: the registered example encoder an example-conditioned generator reads this task's
+    #: examples with (``dnw fit --conditioning examples``)
+    default_example_encoder: str = ""
     #: the keys of the data the network reads, and the key of what it should output
     input_keys: tuple[str, ...] = ("A",)
     target_key: str = "B"

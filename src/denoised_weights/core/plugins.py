@@ -189,6 +189,7 @@ class Registries:
     blockers = property(lambda self: self["blockers"])
     generators = property(lambda self: self["generators"])
     text_encoders = property(lambda self: self["text-encoders"])
+    example_encoders = property(lambda self: self["example-encoders"])
     pair_sources = property(lambda self: self["pair-sources"])
     metrics = property(lambda self: self["metrics"])
     tasks = property(lambda self: self["tasks"])

@@ -19,6 +19,8 @@ A generator folder::
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +203,14 @@ class DiffusionGenerator(WeightGenerator):
             text_encoder_path or self.info.get("text_encoder_path"),
             registries,
         )
+        from denoised_weights.generators.conditioning import load_conditioner
+
+        #: what it reads about a concept: the prompt, examples (a trained encoder) or both
+        self.conditioner = load_conditioner(self.path, self.encoder, registries)
+
+    @property
+    def reads_examples(self) -> bool:
+        return self.conditioner.reads_examples
 
     @property
     def lora_fingerprint(self) -> str:
@@ -227,8 +237,11 @@ class DiffusionGenerator(WeightGenerator):
         timestep: int | None = None,
         start: str | None = None,
         guidance: float | None = None,
+        examples: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Normalised blocks ``[N, b]`` for ``prompt``.
+        """Normalised blocks ``[N, b]`` for ``prompt`` (and the concept's ``examples``, the
+        task's data, for a generator that reads them; a ``both`` generator without examples
+        reads the prompt alone).
 
         ``guidance`` g > 1 extrapolates away from the dataset mean: w̄ + g·(ŵ − w̄), classifier-
         free guidance with the mean standing in for the unconditional estimate (a one-step
@@ -242,16 +255,30 @@ class DiffusionGenerator(WeightGenerator):
             raise DnwError(
                 f"--steps must be from 1 to 1000 (the noise schedule has 1000), got {steps}"
             )
-        if not prompt or not prompt.strip():
+        cond = self.conditioner
+        if cond.mode == "examples" and examples is None:
+            raise DnwError(
+                f"{self.path}: this generator reads the new concept's examples: give them "
+                "(dnw generate --pairs DIR, or fine-tune on data)"
+            )
+        has_examples = cond.reads_examples and examples is not None
+        if cond.reads_text and not has_examples and (not prompt or not prompt.strip()):
             raise DnwError("the prompt is empty; say what the new concept is (--prompt TEXT)")
-        blocks = self._sample_blocks(prompt, seed=seed, steps=steps, timestep=timestep, start=start)
+        prompts = [prompt] if cond.reads_text and prompt and prompt.strip() else None
+        context = cond(
+            prompts, [examples] if examples is not None and cond.reads_examples else None
+        )
+        blocks = self._sample_blocks(
+            context, seed=seed, steps=steps, timestep=timestep, start=start
+        )
         return blocks if g == 1.0 else self.mean_blocks + g * (blocks - self.mean_blocks)
 
     def _sample_blocks(
-        self, prompt: str, *, seed: int, steps: int, timestep: int | None, start: str | None
-    ) -> torch.Tensor:
+        self, context: tuple[torch.Tensor, torch.Tensor], *, seed: int, steps: int,
+        timestep: int | None, start: str | None,
+    ) -> torch.Tensor:  # fmt: skip
         n, b = self.blocker.n_blocks, self.blocker.block_size
-        tokens, mask = self.encoder.encode([prompt])  # one prompt, read by every block
+        tokens, mask = context  # one concept, read by every block
         shared = torch.zeros(n, dtype=torch.long)
         index = torch.arange(n)
         noise = torch.randn(n, b, generator=torch.Generator().manual_seed(seed))
@@ -291,3 +318,14 @@ class DiffusionGenerator(WeightGenerator):
     def generate(self, prompt: str, *, seed: int = 0, **options: Any) -> dict[str, torch.Tensor]:
         state = self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))
         return {**{k: v.clone() for k, v in self.fixed.items()}, **state}
+
+    def initialise(self, prompt: str, *, data: Mapping[str, torch.Tensor] | None = None,
+                   seed: int = 0, **_: Any) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The generated LoRA; a generator that reads examples reads the first of the
+        concept's training ``data`` (a ``both`` generator without data: the prompt alone)."""
+        if self.reads_examples and not data:
+            if self.conditioner.mode == "examples":
+                raise DnwError(f"{self.path}: this generator reads the new concept's examples; fine-tune on data (--pairs DIR or --concept)")  # fmt: skip
+            warnings.warn("no examples of the new concept: the generator reads the prompt alone", stacklevel=2)  # fmt: skip
+        examples = dict(data) if data and self.reads_examples else None
+        return self.generate(prompt, seed=seed, examples=examples)

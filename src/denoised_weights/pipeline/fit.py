@@ -108,6 +108,9 @@ class FitConfig(JsonConfig):
     task_options: dict[str, Any] | None = field(None, help="options of the task's factory (e.g. photos_dir)")  # fmt: skip
     init_from: str | None = field(None, help="a fitted generator to start from: its network, block layout and centring (same dataset layout)")  # fmt: skip
     concepts: int | None = field(None, help="train on this many of the dataset's concepts, spread evenly (scaling curves)")  # fmt: skip
+    conditioning: str = field("text", help="what the generator reads about a concept: text (its prompt), examples (a few of its examples, through a trained example encoder) or both")  # fmt: skip
+    example_encoder: str | None = field(None, help="registered example encoder (default: the task's)")  # fmt: skip
+    n_examples: int = field(8, help="examples of each concept the generator reads (disjoint from those its loss is computed on)")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTIONS:
@@ -133,6 +136,14 @@ class FitConfig(JsonConfig):
             raise DnwError(f"--max-minutes must be a positive number, got {self.max_minutes}")
         if self.objective not in OBJECTIVES:
             raise DnwError(f"unknown --objective {self.objective!r}: {', '.join(OBJECTIVES)}")
+        from denoised_weights.generators.conditioning import MODES
+
+        if self.conditioning not in MODES:
+            raise DnwError(f"unknown --conditioning {self.conditioning!r}: {', '.join(MODES)}")
+        if self.conditioning != "text" and self.objective != "task":
+            raise DnwError(f"--conditioning {self.conditioning} trains on freshly made examples: use it with --objective task")  # fmt: skip
+        if not isinstance(self.n_examples, int) or not 1 <= self.n_examples <= 1024:
+            raise DnwError(f"--n-examples must be an integer from 1 to 1024, got {self.n_examples}")
         if self.objective != "weights" and not self.base:
             raise DnwError(f"--objective {self.objective} needs --base DIR: the base model the generated LoRAs are applied to")  # fmt: skip
         for name in ("task_concepts", "task_batch"):
@@ -157,6 +168,8 @@ class FitConfig(JsonConfig):
             k: getattr(self, k)
             for k in ("center", "prediction_type", "noisy_share", "lr_schedule", "objective")
         }
+        if self.conditioning != "text":  # recorded only when on: older checkpoints stay valid
+            out.update(conditioning=self.conditioning, n_examples=self.n_examples)
         if self.lr_schedule in (
             "cosine",
             "linear",
@@ -330,7 +343,17 @@ class _Fit:
         else:
             self.model = WeightUNet1D(block_size=bd.block_size, text_dim=bd.encoder.dim,
                                       max_blocks=bd.n_blocks, **self.options).to(device)  # fmt: skip
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.0)
+        self.conditioner = None  # text: the prompt bank; examples/both: a trained encoder too
+        if config.conditioning != "text":
+            from denoised_weights.generators.conditioning import Conditioner, example_encoder
+
+            encoder = example_encoder(config.example_encoder, bd.encoder.dim).to(device).train()
+            self.conditioner = Conditioner(config.conditioning, bd.encoder, encoder,
+                                           config.example_encoder, config.n_examples)  # fmt: skip
+        params = list(self.model.parameters())
+        if self.conditioner is not None:
+            params += list(self.conditioner.examples.parameters())
+        self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
         self.lr_sched = get_scheduler(config.lr_schedule, self.opt,
                                       num_warmup_steps=min(config.warmup_steps, config.steps),
@@ -378,6 +401,11 @@ class _Fit:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
+        if self.config.conditioning == "examples":  # the stored LoRAs come without examples
+            self.model.eval()
+            result = {"val_loss": None, "val_cos": None, "val_task": self.objective.validate(self.model)}  # fmt: skip
+            self.model.train()
+            return result
         bd, val, dev = self.bd, self.val, self.device
         self.model.eval()
         nv = len(val["e"])
@@ -471,7 +499,8 @@ def fit(
         state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
                              owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
                                     GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint",
-                                    "sampled_concepts.json", "fixed.safetensors"))  # fmt: skip
+                                    "sampled_concepts.json", "fixed.safetensors", "examples.json",
+                                    "examples.safetensors"))  # fmt: skip
         if (
             state == "resume"
             and (out / GENERATOR_CONFIG).is_file()
@@ -484,12 +513,19 @@ def fit(
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     dev = _fit_device(device)
-    run = _Fit(bd, config, dev, rank, world)
+    task = None
     if config.objective != "weights":
         from denoised_weights.pipeline.context import resolve_task
-        from denoised_weights.pipeline.task_objective import TaskObjective
 
         task = resolve_task(dataset.config.get("task", "image-translation"), registries, **(config.task_options or {}))  # fmt: skip
+        if config.conditioning != "text" and not config.example_encoder:
+            if not task.default_example_encoder:
+                raise DnwError(f"task {task.name!r} names no example encoder; pass --example-encoder NAME")  # fmt: skip
+            config.example_encoder = task.default_example_encoder
+    run = _Fit(bd, config, dev, rank, world)
+    if task is not None:
+        from denoised_weights.pipeline.task_objective import TaskObjective
+
         run.objective = TaskObjective(task, bd.arch, config.base, run)
     history, step, seconds = _train(run, out / "checkpoint")
     if rank == 0:
@@ -538,7 +574,8 @@ class _History(Callback):
             entry["seconds"] = 0.0
         self.history.append(entry)
         self.running.clear()
-        trainer.show({"val": f"{entry['val_loss']:.4f}", "cos": f"{entry['val_cos']:.3f}"})
+        shown = {"val": entry["val_loss"], "cos": entry["val_cos"], "task": entry.get("val_task")}
+        trainer.show({k: f"{v:.4f}" for k, v in shown.items() if v is not None})
 
     def on_step(self, trainer: Trainer) -> None:
         if trainer.step > 0:
@@ -584,12 +621,22 @@ def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]
         loss = run.step_loss(step)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if run.world > 1 and run.conditioner is not None:  # DDP syncs the UNet; this too
+            import torch.distributed as dist
+
+            for p in run.conditioner.examples.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= run.world
         run.opt.step()
         run.lr_sched.step()
         return {"loss": loss.detach()}
 
     history = _History(run)
-    trainer = Trainer(step_fn, max_steps=config.steps, parts={"model": run.model, "opt": run.opt},
+    parts = {"model": run.model, "opt": run.opt}
+    if run.conditioner is not None:
+        parts["examples"] = run.conditioner.examples
+    trainer = Trainer(step_fn, max_steps=config.steps, parts=parts,
                       ckpt_dir=ckpt_dir, callbacks=[history], max_minutes=config.max_minutes,
                       desc="fit", rank=run.rank, world=run.world)  # fmt: skip
     trainer.run()
@@ -618,8 +665,10 @@ def _save(run: _Fit, out: Path, history: list[dict[str, Any]], step: int, second
         "default_start": DEFAULT_START[config.prediction_type], "n_blocks": bd.n_blocks,
         "block_size": bd.block_size, "sample_range": bd.sample_range,
         "train_seconds": round(seconds, 2), "steps": step, "objective": config.objective,
-        "base": config.base,
+        "base": config.base, "conditioning": config.conditioning,
     })  # fmt: skip
+    if run.conditioner is not None:
+        run.conditioner.save(out)
     write_json(out / "val_loss.json", history)
     if run.objective is not None:
         write_json(out / "sampled_concepts.json", run.objective.sampled)
@@ -634,8 +683,9 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["val_loss"] for h in history], label="validation (held-out checkpoints)")
+    val = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), label="validation (held-out checkpoints)")
     tr = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     if tr:
         ax.plot(*zip(*tr, strict=True), label="training (running mean)", alpha=0.7)

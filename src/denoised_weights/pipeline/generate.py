@@ -43,15 +43,20 @@ def generate_adapter(
     from denoised_weights.generators.diffusion import DiffusionGenerator
     from denoised_weights.pipeline.pack import default_generator
 
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise DnwError("the prompt is empty; say what the new concept is (--prompt TEXT)")
     gen = generator if isinstance(generator, DiffusionGenerator) else DiffusionGenerator(
         generator or default_generator(task), registries=registries
     )  # fmt: skip
-    used, total = prompt_usage(gen.encoder, prompt)
     options = {k: v for k, v in options.items() if v is not None}
+    examples = options.get("examples")
+    if not isinstance(prompt, str) or not (prompt.strip() or (examples and gen.reads_examples)):
+        raise DnwError("the prompt is empty; say what the new concept is (--prompt TEXT)")
+    used, total = prompt_usage(gen.encoder, prompt)
     if out is not None:
-        settings = {"prompt": prompt, "generator": str(gen.path.resolve()), **options}
+        from denoised_weights.pipeline.finetune import data_digest
+
+        settings = {"prompt": prompt, "generator": str(gen.path.resolve()),
+                    **{k: v for k, v in options.items() if k != "examples"},
+                    **({"examples": data_digest(examples)} if examples else {})}  # fmt: skip
         claim_output(
             out,
             "generate",
@@ -64,7 +69,8 @@ def generate_adapter(
     state = gen.generate(prompt, **options)
     if out is not None:
         save_adapter(out, state, LoraSpec.from_dict(gen.info["lora_spec"]), fingerprint=gen.lora_fingerprint,
-                     metadata={"prompt": prompt, "generator": str(gen.path), **options})  # fmt: skip
+                     metadata={"prompt": prompt, "generator": str(gen.path),
+                               **{k: v for k, v in options.items() if k != "examples"}})  # fmt: skip
     seconds = time.perf_counter() - t0
     return {
         "generation_seconds": seconds,

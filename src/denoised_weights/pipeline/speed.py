@@ -104,7 +104,7 @@ def _task_fit_steps(task: Task, arch: TargetArchitecture, base: Path, generator:
         config=SimpleNamespace(center=centred, prediction_type=kind, task_concepts=concepts,
                                task_batch=batch, seed=0),
         device=torch.device("cpu"), gen_start=start, alphas=gen.scheduler.alphas_cumprod,
-        train_model=gen.model, world=1, rank=0,
+        train_model=gen.model, world=1, rank=0, conditioner=None,
     )  # fmt: skip
     opt = torch.optim.AdamW(gen.model.parameters(), lr=1e-5)
     out = {}

@@ -11,7 +11,7 @@ the generator. Draws are seeded by the step, so a resumed fit sees what an unbro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -22,6 +22,16 @@ from denoised_weights.generators.diffusion import DEFAULT_TIMESTEP, one_step
 
 #: concepts and examples a validation of the task loss uses (fixed draws)
 VAL_CONCEPTS, VAL_EXAMPLES = 8, 16
+
+
+class Draw(NamedTuple):
+    """One sampled concept of a step: its prompt, the data the loss is computed on and, for
+    an example-conditioned generator, the (disjoint) examples it reads."""
+
+    concept: Concept
+    prompt: str
+    data: dict[str, torch.Tensor]
+    examples: dict[str, torch.Tensor] | None = None
 
 
 class TaskObjective:
@@ -50,25 +60,39 @@ class TaskObjective:
             torch.Generator().manual_seed(4_242_421), VAL_CONCEPTS, VAL_EXAMPLES, "eval"
         )
 
-    def _draw(
-        self, g: torch.Generator, k: int, n: int, split: str
-    ) -> list[tuple[Concept, str, dict]]:
+    @property
+    def n_examples(self) -> int:
+        """Examples per draw the generator reads (made beside, and disjoint from, those the
+        loss is computed on); 0 for a text-conditioned generator."""
+        cond = self.fit.conditioner
+        return cond.n_examples if cond is not None and cond.reads_examples else 0
+
+    def _draw(self, g: torch.Generator, k: int, n: int, split: str) -> list[Draw]:
         draws = []
+        extra = self.n_examples
         for _ in range(k):
             concept = self.task.sample_concept(g)
             prompt = concept.prompts[int(torch.randint(len(concept.prompts), (1,), generator=g))]
             seed = int(torch.randint(2**31 - 1, (1,), generator=g))
-            data = self.task.make_data(concept, arch=self.arch, split=split, n=n, seed=seed)
-            draws.append((concept, prompt, data))
+            data = self.task.make_data(concept, arch=self.arch, split=split, n=n + extra, seed=seed)
+            examples = {key: value[:extra] for key, value in data.items()} if extra else None
+            loss_data = {key: value[extra:] for key, value in data.items()} if extra else data
+            draws.append(Draw(concept, prompt, loss_data, examples))
         return draws
 
     def states(
-        self, model: nn.Module, prompts: list[str], seed: int
+        self, model: nn.Module, draws: list[Draw], seed: int, drop: torch.Tensor | None = None
     ) -> list[dict[str, torch.Tensor]]:
-        """Differentiable LoRA states, one per prompt, from one batched one-step estimate."""
+        """Differentiable LoRA states, one per draw, from one batched one-step estimate
+        conditioned on each draw's prompt and/or examples."""
         bd, dev, kind = self.fit.bd, self.device, self.config.prediction_type
-        n, b, k = bd.n_blocks, bd.block_size, len(prompts)
-        tokens, mask = bd.encoder.encode(prompts)  # each prompt once; its blocks share it
+        n, b, k = bd.n_blocks, bd.block_size, len(draws)
+        cond = self.fit.conditioner
+        if cond is None:
+            tokens, mask = bd.encoder.encode([d.prompt for d in draws])
+        else:  # each concept read once; its blocks share it
+            examples = [d.examples for d in draws] if cond.reads_examples else None
+            tokens, mask = cond([d.prompt for d in draws], examples, device=dev, drop=drop)
         shared = torch.arange(k, device=dev).repeat_interleave(n)
         noise = torch.randn(k * n, b, generator=torch.Generator().manual_seed(seed)).to(dev)
         start = None if self.fit.gen_start is None else self.fit.gen_start.repeat(k, 1)
@@ -79,13 +103,13 @@ class TaskObjective:
         return [bd.blocker.from_blocks_differentiable(blocks[i]) for i in range(k)]
 
     def _loss(
-        self, model: nn.Module, draws: list[tuple[Concept, str, dict]], seed: int
+        self, model: nn.Module, draws: list[Draw], seed: int, drop: torch.Tensor | None = None
     ) -> torch.Tensor:
-        states = self.states(model, [p for _, p, _ in draws], seed)
+        states = self.states(model, draws, seed, drop)
         losses = []
-        for state, (_, _, data) in zip(states, draws, strict=True):
+        for state, draw in zip(states, draws, strict=True):
             params = {self.names[key]: value for key, value in state.items() if key in self.names}
-            batch = {key: value.to(self.device) for key, value in data.items()}
+            batch = {key: value.to(self.device) for key, value in draw.data.items()}
             out = functional_forward(self.arch, self.model, params, batch)
             losses.append(self.task.loss(out, batch))
         return torch.stack(losses).mean()
@@ -95,10 +119,10 @@ class TaskObjective:
         fit, config = self.fit, self.config
         g = torch.Generator().manual_seed(config.seed * 7_919_003 + step * fit.world + fit.rank)
         draws = self._draw(g, config.task_concepts, config.task_batch, "train")
-        self.sampled += [[step, c.id, p] for c, p, _ in draws]
-        return self._loss(
-            fit.train_model, draws, seed=int(torch.randint(2**31 - 1, (1,), generator=g))
-        )
+        self.sampled += [[step, d.concept.id, d.prompt] for d in draws]
+        seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+        drop = fit.conditioner.draw_drops(len(draws), g) if fit.conditioner is not None else None
+        return self._loss(fit.train_model, draws, seed=seed, drop=drop)
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> float:

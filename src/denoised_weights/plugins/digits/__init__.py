@@ -28,6 +28,11 @@ def register_architectures(register):
 
 
 @hookimpl
+def register_example_encoders(register):
+    register("labelled-cnn", f"{_MODULE}.examples:LabelledEncoder")
+
+
+@hookimpl
 def register_metrics(register):
     register("accuracy", f"{_MODULE}.metrics:Accuracy")
     register("cross-entropy", f"{_MODULE}.metrics:CrossEntropy")

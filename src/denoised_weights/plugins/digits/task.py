@@ -88,6 +88,7 @@ class DigitsTask(Task):
     """Handwritten digits (scikit-learn, 8x8 upsampled to 16x16) under input transformations."""
 
     name = "digits"
+    default_example_encoder = "labelled-cnn"
     target_metric = "accuracy"
     higher_is_better = True
     metrics = ("accuracy", "cross-entropy")

@@ -35,6 +35,11 @@ def register_architectures(register):
 
 
 @hookimpl
+def register_example_encoders(register):
+    register("pair-cnn", "denoised_weights.plugins.image_translation.examples:PairEncoder")
+
+
+@hookimpl
 def register_pair_sources(register):
     register("catalogue", "denoised_weights.plugins.image_translation.pairs:CataloguePairs")
     register("folder", "denoised_weights.plugins.image_translation.pairs:FolderPairs")

@@ -97,6 +97,7 @@ class ImageTranslationTask(Task):
     """Photo-to-photo translation, one concept per edit of the catalogue (or a user's pairs)."""
 
     name = "image-translation"
+    default_example_encoder = "pair-cnn"
     target_metric = "l1"
     higher_is_better = False
     metrics = ("l1", "psnr", "ssim", "lpips", "fid")

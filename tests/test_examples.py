@@ -1,0 +1,96 @@
+"""Example-conditioned generators: a generator that reads a few of the new concept's examples
+(through an example encoder trained with it) instead of, or beside, its prompt."""
+
+import json
+
+import pytest
+import torch
+
+import denoised_weights as dnw
+from denoised_weights.core.io import load_tensors
+from denoised_weights.generators.diffusion import DiffusionGenerator
+from denoised_weights.pipeline.fit import fit
+
+FIT = dict(text_encoder="hash", batch_size=8, max_steps=4, val_every=2, prediction_type="sample",
+           task_concepts=2, task_batch=4, objective="task", n_examples=3)  # fmt: skip
+
+
+def _examples(concept, n=3, seed=0):
+    task = dnw.create_task("image-translation")
+    arch = dnw.create_architecture("e2gan", "tiny")
+    return task.make_data(task.get_concept(concept), arch=arch, split="train", n=n, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def example_generators(tmp_path_factory, tiny_dataset, tiny_base):
+    out = tmp_path_factory.mktemp("example_generators")
+    return {mode: fit(tiny_dataset, out / mode, base=str(tiny_base), conditioning=mode, **FIT)
+            for mode in ("examples", "both")}  # fmt: skip
+
+
+def test_an_example_conditioned_fit_saves_its_encoder_and_reads_examples(example_generators):
+    out = example_generators["examples"]
+    info = json.loads((out / "generator.json").read_text())
+    assert info["conditioning"] == "examples"
+    assert json.loads((out / "examples.json").read_text())["example_encoder"] == "pair-cnn"
+    history = json.loads((out / "val_loss.json").read_text())
+    assert all(h["val_task"] > 0 and h["val_loss"] is None for h in history)
+    gen = DiffusionGenerator(out)
+    sepia, blur = _examples("sepia-0.8"), _examples("blur-2")
+    a = gen.generate("", examples=sepia, seed=0)
+    again = gen.generate("", examples=sepia, seed=0)
+    b = gen.generate("", examples=blur, seed=0)
+    assert all(torch.equal(a[k], again[k]) for k in a)  # the same seed, the same adapter
+    assert any(not torch.allclose(a[k], b[k]) for k in a)  # other examples, another LoRA
+    with pytest.raises(dnw.DnwError, match="reads the new concept's examples"):
+        gen.generate("a sepia photo")
+
+
+def test_a_both_generator_falls_back_to_the_prompt(example_generators):
+    gen = DiffusionGenerator(example_generators["both"])
+    with_examples = gen.generate("a sepia photo", examples=_examples("sepia-0.8"))
+    prompt_only = gen.generate("a sepia photo")
+    assert any(not torch.allclose(with_examples[k], prompt_only[k]) for k in prompt_only)
+    with pytest.warns(UserWarning, match="reads the prompt alone"):
+        gen.initialise("a sepia photo")
+
+
+def test_fine_tuning_from_an_example_generator_reads_the_training_data(
+    example_generators, tiny_base, tmp_path
+):
+    curve = dnw.finetune(tmp_path / "ft", concept="sepia-0.8", init="generated", preset="tiny",
+                         generator=example_generators["examples"], base=tiny_base, max_steps=2,
+                         eval_every=2, n_train=8, n_eval=4, metrics=["l1"])  # fmt: skip
+    assert [p["step"] for p in curve["points"]] == [0, 2]
+
+
+def test_a_killed_example_fit_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, tiny_base, fit_killed_at):  # fmt: skip
+    opts = {**FIT, "base": str(tiny_base), "conditioning": "examples"}
+    unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
+    fit_killed_at(2, tiny_dataset, tmp_path / "b", **opts)
+    resumed = fit(tiny_dataset, tmp_path / "b", **opts)
+    for name in ("model/diffusion_pytorch_model.safetensors", "examples.safetensors"):
+        w = [load_tensors(d / name)[0] for d in (unbroken, resumed)]
+        assert all(torch.equal(w[0][k], w[1][k]) for k in w[0]), name
+
+
+def test_examples_need_the_task_objective(tmp_path, tiny_dataset, tiny_base):
+    with pytest.raises(dnw.DnwError, match="use it with --objective task"):
+        fit(tiny_dataset, tmp_path / "g", base=str(tiny_base), **{**FIT, "objective": "weights", "conditioning": "examples"})  # fmt: skip
+
+
+def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
+    from click.testing import CliRunner
+
+    from denoised_weights.cli import create_cli
+    from denoised_weights.plugins.image_translation.pairs import CataloguePairs, write_pairs
+
+    write_pairs(tmp_path / "pairs", *CataloguePairs("sepia-0.8", size=32).pairs(4))
+    cli = create_cli()
+    args = ["generate", "--generator", str(example_generators["examples"]), "--prompt", "x",
+            "--pairs", str(tmp_path / "pairs"), "--no-warmup"]  # fmt: skip
+    ok = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    missing = CliRunner().invoke(cli, [*args[:-3], "--no-warmup", "--out", str(tmp_path / "b")])
+    assert missing.exit_code != 0 and "reads the new concept's examples" in missing.output
