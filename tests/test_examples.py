@@ -94,3 +94,32 @@ def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
     missing = CliRunner().invoke(cli, [*args[:-3], "--no-warmup", "--out", str(tmp_path / "b")])
     assert missing.exit_code != 0 and "reads the new concept's examples" in missing.output
+
+
+def test_retrieval_by_examples_finds_the_concept_its_examples_come_from(
+    example_generators, tiny_dataset
+):
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.generators.baselines import NearestExamplesInit
+
+    init = NearestExamplesInit(example_generators["examples"], tiny_dataset)
+    task = dnw.create_task("image-translation")
+    arch = dnw.create_architecture("e2gan", "tiny")
+    ds = WeightDataset(tiny_dataset)
+    for concept in ds.concepts:
+        data = task.make_data(
+            task.get_concept(concept), arch=arch, split="train", n=3, seed=NearestExamplesInit.SEED
+        )
+        state = init.initialise("", arch=arch, task=task, data=data)
+        last = ds.load_concept(concept)[-1]
+        assert all(torch.equal(state[k], last[k]) for k in last), concept
+    with pytest.raises(dnw.DnwError, match="needs a generator that reads examples"):
+        text_only = fit(
+            tiny_dataset,
+            tmp_path / "t",
+            text_encoder="hash",
+            batch_size=8,
+            max_steps=1,
+            val_every=1,
+        )
+        NearestExamplesInit(text_only, tiny_dataset)

@@ -111,6 +111,59 @@ class NearestInit(_DatasetInit):
         return self.dataset.load_concept(concept)[-1]
 
 
+class NearestExamplesInit(_DatasetInit):
+    """Retrieval by examples (LoRAuter-style): the final checkpoint of the training concept
+    whose examples embed closest (cosine of the mean embedding) to the new concept's. The
+    embedding is the example encoder of an example-conditioned generator (``--generator``),
+    so this baseline reads exactly what the generator reads; every training concept's
+    examples are made by the task with a fixed seed."""
+
+    SEED = 20_240_711
+
+    def __init__(self, path: str | Path, data: str | Path, registries: Any = None, **_: Any) -> None:  # fmt: skip
+        from denoised_weights.generators.diffusion import DiffusionGenerator
+
+        super().__init__(data)
+        self.generator = DiffusionGenerator(path, registries=registries)
+        self.path = self.generator.path
+        if not self.generator.reads_examples:
+            raise DnwError(f"--init nearest-examples needs a generator that reads examples (dnw fit --conditioning examples); {path} reads prompts only")  # fmt: skip
+        self._bank: tuple[torch.Tensor, list[str]] | None = None
+
+    @torch.no_grad()
+    def embed(self, data: Any) -> torch.Tensor:
+        """The normalised mean embedding of the first ``n_examples`` examples of ``data``."""
+        cond = self.generator.conditioner
+        n = cond.n_examples
+        tokens = cond.examples({k: v[:n] for k, v in data.items()})
+        return torch.nn.functional.normalize(tokens.mean(0), dim=-1)
+
+    def bank(self, task: Any, arch: Any) -> tuple[torch.Tensor, list[str]]:
+        if self._bank is None:
+            owners = self.dataset.concepts
+            n = self.generator.conditioner.n_examples
+            vectors = [self.embed(task.make_data(task.get_concept(c), arch=arch, split="train", n=n, seed=self.SEED))
+                       for c in owners]  # fmt: skip
+            self._bank = (torch.stack(vectors), owners)
+        return self._bank
+
+    def nearest_concept(self, data: Any, task: Any, arch: Any) -> tuple[str, float]:
+        vectors, owners = self.bank(task, arch)
+        sims = vectors @ self.embed(data)
+        best = int(torch.argmax(sims))
+        return owners[best], float(sims[best])
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        raise DnwError("--init nearest-examples retrieves by the new concept's examples: fine-tune on data (--pairs DIR or --concept)")  # fmt: skip
+
+    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, task: Any = None,
+                   data: Any = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+        if task is None or arch is None or not data:
+            return self.generate(prompt, seed=seed)
+        concept, _ = self.nearest_concept(data, task, arch)
+        return self.dataset.load_concept(concept)[-1]
+
+
 class NoisyNearestInit(NearestInit):
     """Nearest + noise with the dataset's per-tensor spread times ``scale``."""
 

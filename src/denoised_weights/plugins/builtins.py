@@ -31,6 +31,7 @@ def register_generators(register):
     module = "denoised_weights.generators.baselines"
     register("mean", f"{module}:MeanInit")
     register("nearest", f"{module}:NearestInit")
+    register("nearest-examples", f"{module}:NearestExamplesInit")  # retrieval by examples
     register("noisy-nearest", f"{module}:NoisyNearestInit")
     register("fine", f"{module}:FineInit")
     register("nearest-param", f"{module}:NearestParamInit")  # oracles: they know the true values
