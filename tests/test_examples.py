@@ -97,7 +97,7 @@ def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
 
 
 def test_retrieval_by_examples_finds_the_concept_its_examples_come_from(
-    example_generators, tiny_dataset
+    example_generators, tiny_dataset, tmp_path
 ):
     from denoised_weights.core.dataset import WeightDataset
     from denoised_weights.generators.baselines import NearestExamplesInit
