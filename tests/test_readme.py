@@ -54,12 +54,7 @@ TINY: list[tuple[str, str | None, dict[str, str]]] = [
 SKIPPED = ("make", "pip")
 #: README lines that fail today, with the reason: the test checks that they still fail (so a
 #: fix shows up here) and that every other line passes
-KNOWN_BROKEN = {
-    "torchrun --nproc-per-node 4 .venv/bin/dnw fit ...": (
-        "rerun on a finished generator, rank 0 returns early and ranks 1-3 wait forever in "
-        "init_process_group (pipeline/fit.py: fit())"
-    ),
-}
+KNOWN_BROKEN: dict[str, str] = {}
 #: seconds after which a line counts as hung (its whole process group is killed)
 TIMEOUT = {"known-broken": 90, "default": 1200}
 

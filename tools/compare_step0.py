@@ -5,7 +5,9 @@ reference, Wilcoxon p and the median advantage with its 95% bootstrap interval.
     python tools/compare_step0.py REF_DIR [NAME=DIR ...] [--json out.json]
 
 REF_DIR's inits (its ``generated`` is shown as ``generated``) are the references; each
-NAME=DIR adds that run's ``generated`` init as ``NAME``. A bare DIR is named by its folder.
+NAME=DIR adds that run's ``generated`` init as ``NAME`` (NAME=DIR:INIT adds its init INIT). A
+bare DIR is named by its folder. ``--refs NAME,...`` turns added inits into references (e.g. a
+retrieval baseline that came with another run).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def main() -> None:
     parser.add_argument("ref")
     parser.add_argument("others", nargs="*")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--refs", default="", help="added names that are references, not candidates"
+    )
     args = parser.parse_args()
     ref = load(args.ref)
     metric, higher = ref["metric"], ref["higher_is_better"]
@@ -33,17 +38,20 @@ def main() -> None:
     candidates = ["generated"] if "generated" in ref["rows"][0]["inits"] else []
     for item in args.others:
         name, _, path = item.rpartition("=")
+        path, _, init = path.partition(":")
+        init = init or "generated"
         name = name or Path(path).name
         other = load(path)
         if other["metric"] != metric:
             raise SystemExit(f"{path} measures {other['metric']}, {args.ref} {metric}")
-        got = {r["concept"]: r["inits"]["generated"] for r in other["rows"]}
+        got = {r["concept"]: r["inits"][init] for r in other["rows"]}
         missing = sorted(set(rows) - set(got))
         if missing:
             raise SystemExit(f"{path} lacks {len(missing)} concepts of {args.ref}: {missing[:3]}")
         for cid, row in rows.items():
             row["inits"][name] = got[cid]
-        candidates.append(name)
+        if name not in args.refs.split(","):
+            candidates.append(name)
     inits = list(next(iter(rows.values()))["inits"])
     table = list(rows.values())
     refs = [i for i in inits if i not in candidates]

@@ -495,23 +495,35 @@ def fit(
         config.init_from = str(Path(config.init_from).resolve())
     settings = {"data": str(Path(data).resolve()), "dataset": dataset.fingerprint,
                 **{k: v for k, v in config.to_dict().items() if k not in budget}}  # fmt: skip
-    if rank == 0:
-        state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
-                             owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
-                                    GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint",
-                                    "sampled_concepts.json", "fixed.safetensors", "examples.json",
-                                    "examples.safetensors"))  # fmt: skip
-        if (
-            state == "resume"
-            and (out / GENERATOR_CONFIG).is_file()
-            and not (out / "checkpoint").exists()
-        ):
-            return out  # finished earlier with the same settings
-    bd = prepare_blocks(dataset, config, registries)
-    if world > 1:
+    if world > 1:  # first, so that every rank hears what rank 0 finds in the folder
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    outcome = "go"
+    if rank == 0:
+        try:
+            state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
+                                 owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
+                                        GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint",
+                                        "sampled_concepts.json", "fixed.safetensors", "examples.json",
+                                        "examples.safetensors"))  # fmt: skip
+            finished = (out / GENERATOR_CONFIG).is_file() and not (out / "checkpoint").exists()
+            outcome = "done" if state == "resume" and finished else "go"
+        except DnwError as exc:
+            outcome = f"error: {exc}"
+            if world == 1:
+                raise
+    if world > 1:
+        from denoised_weights.core.engine import _broadcast_object
+
+        outcome = _broadcast_object(outcome)
+    if outcome != "go":
+        if world > 1:
+            dist.destroy_process_group()
+        if outcome.startswith("error: "):
+            raise DnwError(outcome.removeprefix("error: "))
+        return out  # finished earlier with the same settings
+    bd = prepare_blocks(dataset, config, registries)
     dev = _fit_device(device)
     task = None
     if config.objective != "weights":

@@ -270,7 +270,7 @@ def check_task_pipeline(
     assert WeightDataset(work / "dataset").fingerprint == lora_fingerprint(arch)
     size = 32 if ds.config["lora_params"] < 4096 else 64
     fit(work / "dataset", work / "generator",
-        FitConfig(text_encoder="hash", max_steps=4, val_every=2, batch_size=16, block_size=size,
+        FitConfig(max_steps=4, val_every=2, batch_size=16, block_size=size,
                   preset="tiny", prediction_type="sample"))  # fmt: skip
     generator = DiffusionGenerator(work / "generator")
     generator.check_fits(arch)
