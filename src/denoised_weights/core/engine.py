@@ -61,15 +61,18 @@ class Callback:
 
 class TrainableState:
     """A module's checkpoint part holding what training changes: the parameters that require
-    gradients and the buffers (a LoRA run's checkpoint leaves the frozen base out)."""
+    gradients (a LoRA run's checkpoint leaves the frozen base, its buffers included, out; a
+    network that trains whole is saved whole)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        trainable = {n for n, p in self.module.named_parameters() if p.requires_grad}
-        buffers = {n for n, _ in self.module.named_buffers()}
-        return {k: v for k, v in self.module.state_dict().items() if k in trainable | buffers}
+        params = dict(self.module.named_parameters())
+        trainable = {n for n, p in params.items() if p.requires_grad}
+        if len(trainable) == len(params):  # the whole network trains: its buffers change too
+            return self.module.state_dict()
+        return {k: v for k, v in self.module.state_dict().items() if k in trainable}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         own = self.state_dict()
