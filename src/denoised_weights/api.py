@@ -10,6 +10,7 @@ The ``dnw`` commands are thin wrappers around these calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from denoised_weights.core.components import (
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import Task
 from denoised_weights.core.plugins import Registries
+from denoised_weights.pipeline.options import COMPARE_INITS, DEMO_INITS
 
 
 def _setup(task: str | Task | None, task_options: dict[str, Any] | None, architecture: Any,
@@ -55,53 +57,59 @@ def pack_part(task: Task, part: str, preset: str | None) -> Path | None:
 
 def train_base(
     out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    architecture: str | None = None, preset: str | None = None, concepts: Sequence[str] | None = None,
-    arch_options: dict[str, Any] | None = None,
-    n_concepts: int | None = None, max_parts: int | None = None, steps: int | None = None,
-    batch_size: int = 8, pairs_per_concept: int = 32, eval_every: int = 250, seed: int = 0,
-    lr: float | None = None, device: str | None = None, overwrite: bool = False,
-    registries: Registries | None = None,
+    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
+    concepts: Sequence[str] | None = None, device: str | None = None, overwrite: bool = False,
+    registries: Registries | None = None, **options: Any,
 ) -> Path:  # fmt: skip
-    """``dnw base``: pretrain the full network on a mixture of training concepts."""
-    from denoised_weights.pipeline.base import BaseOptions
-    from denoised_weights.pipeline.base import train_base as run
+    """``dnw base``: pretrain the full network on a mixture of training concepts.
 
+    ``options``: the fields of :class:`~denoised_weights.pipeline.options.BaseOptions` (steps,
+    batch_size, lr, ...) and of :class:`~denoised_weights.pipeline.options.ConceptSelection`
+    (n_concepts, max_parts; or name the ``concepts``)."""
+    from denoised_weights.pipeline.base import train_base as run
+    from denoised_weights.pipeline.options import BaseOptions, ConceptSelection, split_options
+
+    opts, pick = split_options("train_base", options, BaseOptions, ConceptSelection)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
-    if concepts is None and (n_concepts is not None or max_parts is not None):
-        concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
-    steps = steps or default_base_steps(t, preset or t.default_preset)
-    opts = BaseOptions(steps=steps, batch_size=batch_size, pairs_per_concept=pairs_per_concept,
-                       eval_every=eval_every, seed=seed, lr=lr)  # fmt: skip
+    if concepts is None and (pick.n_concepts is not None or pick.max_parts is not None):
+        concepts = [c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)]  # fmt: skip
+    if opts.steps is None:
+        opts = replace(opts, steps=default_base_steps(t, preset or t.default_preset))
     return run(t, arch, out, concepts=concepts, options=opts, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
 
 
 def default_base_steps(task: Task, arch_preset: str | None) -> int:
     """The base steps of the task's first run preset for this architecture preset."""
+    from denoised_weights.pipeline.options import DEFAULT_BASE_STEPS
+
     for p in task.presets.values():
         if p.arch == arch_preset and "steps" in p.base:
             return int(p.base["steps"])
-    return 2500
+    return DEFAULT_BASE_STEPS
 
 
 def collect(
     base: str | Path, out: str | Path, *, task: str | Task | None = None,
     task_options: dict[str, Any] | None = None, architecture: str | None = None,
-    arch_options: dict[str, Any] | None = None,
-    preset: str | None = None, concepts: Sequence[str] | None = None, n_concepts: int | None = None,
-    max_parts: int | None = None, checkpoints: int = 4, max_steps: int = 400, eval_every: int = 25,
-    interval: int = 25, lr: float | None = None, seed: int = 0, shard: str | tuple[int, int] | None = None,
+    arch_options: dict[str, Any] | None = None, preset: str | None = None,
+    concepts: Sequence[str] | None = None, shard: str | tuple[int, int] | None = None,
     workers: int = 1, device: str | None = None, overwrite: bool = False,
     registries: Registries | None = None, echo: Callable[[str], None] | None = None, **options: Any,
 ):  # fmt: skip
-    """``dnw collect``: a LoRA per training concept, K checkpoints each (a WeightDataset)."""
-    from denoised_weights.pipeline.collect import CollectOptions, parse_shard
-    from denoised_weights.pipeline.collect import collect as run
+    """``dnw collect``: a LoRA per training concept, K checkpoints each (a WeightDataset).
 
+    ``options``: the fields of :class:`~denoised_weights.pipeline.options.CollectOptions`
+    (checkpoints, max_steps, eval_every, interval, lr, seed, ...) and of
+    :class:`~denoised_weights.pipeline.options.ConceptSelection` (n_concepts, max_parts; or name
+    the ``concepts``)."""
+    from denoised_weights.pipeline.collect import collect as run
+    from denoised_weights.pipeline.collect import parse_shard
+    from denoised_weights.pipeline.options import CollectOptions, ConceptSelection, split_options
+
+    opts, pick = split_options("collect", options, CollectOptions, ConceptSelection)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if concepts is None:
-        concepts = [c.id for c in t.select_concepts("train", n=n_concepts, max_parts=max_parts)]
-    opts = CollectOptions(checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
-                          interval=interval, lr=lr, seed=seed, **options)  # fmt: skip
+        concepts = [c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)]  # fmt: skip
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     return run(t, arch, base, out, concept_ids=concepts, opts=opts, preset=preset or t.default_preset,
                shard=shard, workers=workers, device=device, overwrite=overwrite, echo=echo,
@@ -111,9 +119,9 @@ def collect(
 def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwrite: bool = False,
         registries: Registries | None = None, **config: Any) -> Path:  # fmt: skip
     """``dnw fit``: train the block diffusion model on a weight dataset (``config``: the
-    fields of :class:`~denoised_weights.generators.diffusion.FitConfig`)."""
-    from denoised_weights.pipeline.fit import FitConfig
+    fields of :class:`~denoised_weights.pipeline.options.FitConfig`)."""
     from denoised_weights.pipeline.fit import fit as run
+    from denoised_weights.pipeline.options import FitConfig
 
     return run(
         data, out, FitConfig(**config), device=device, overwrite=overwrite, registries=registries
@@ -160,29 +168,38 @@ def _initialiser(
 
 def finetune(
     out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    concept: str | None = None, pairs: str | Path | None = None, eval_pairs: str | Path | None = None,
-    prompt: str | None = None, init: str = "standard", base: str | Path | None = None,
-    generator: str | Path | None = None, data: str | Path | None = None,
     architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
-    max_steps: int = 600, eval_every: int = 50, batch_size: int = 8, lr: float | None = None,
-    metrics: Sequence[str] | None = None, seed: int = 0, n_train: int = 256, n_eval: int = 64,
     device: str | None = None, overwrite: bool = False, registries: Registries | None = None,
+    **options: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """``dnw finetune``: train one concept (a task ``concept`` or a data folder ``pairs``) from
-    scratch or from a base + LoRA init; returns the curve."""
-    from denoised_weights.pipeline.finetune import FinetuneOptions
-    from denoised_weights.pipeline.finetune import finetune as run
+    scratch or from a base + LoRA init; returns the curve.
 
+    ``options``: the fields of :class:`~denoised_weights.pipeline.options.ConceptData` (concept,
+    pairs, eval_pairs, prompt, n_train, n_eval), :class:`~denoised_weights.pipeline.options.InitOptions`
+    (init, base, generator, data) and :class:`~denoised_weights.pipeline.options.FinetuneOptions`
+    (max_steps, eval_every, batch_size, lr, metrics, seed, ...)."""
+    from denoised_weights.pipeline.finetune import finetune as run
+    from denoised_weights.pipeline.options import (
+        ConceptData,
+        FinetuneOptions,
+        InitOptions,
+        split_options,
+    )
+
+    what, start, opts = split_options(
+        "finetune", options, ConceptData, InitOptions, FinetuneOptions
+    )
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
-    if base is None and init != "scratch":
+    base = start.base
+    if base is None and start.init != "scratch":
         base = pack_part(t, "base", preset)
-    initialiser = _initialiser(init, t, preset, generator, data, registries)
-    train, held, prompt = task_data(t, arch, concept=concept, pairs=pairs, eval_pairs=eval_pairs,
-                                    prompt=prompt, n_train=n_train, n_eval=n_eval, seed=seed)  # fmt: skip
-    opts = FinetuneOptions(max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, lr=lr,
-                           metrics=tuple(metrics) if metrics else None, seed=seed)  # fmt: skip
-    fp = lora_fingerprint(arch) if init != "scratch" else None
-    return run(t, arch, out, train=train, eval=held, prompt=prompt, init=init, base=base,
+    initialiser = _initialiser(start.init, t, preset, start.generator, start.data, registries)
+    train, held, prompt = task_data(t, arch, concept=what.concept, pairs=what.pairs,
+                                    eval_pairs=what.eval_pairs, prompt=what.prompt,
+                                    n_train=what.n_train, n_eval=what.n_eval, seed=opts.seed)  # fmt: skip
+    fp = lora_fingerprint(arch) if start.init != "scratch" else None
+    return run(t, arch, out, train=train, eval=held, prompt=prompt, init=start.init, base=base,
                initialiser=initialiser, options=opts, fingerprint=fp, device=device,
                overwrite=overwrite, registries=registries)  # fmt: skip
 
@@ -245,29 +262,38 @@ def speed(
 
 def compare(
     workdir: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    concept: str | None = None, pairs: str | Path | None = None, prompt: str | None = None,
-    base: str | Path | None = None, inits: Sequence[str] = ("scratch", "standard"),
-    generator: str | Path | None = None, data: str | Path | None = None,
-    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
-    max_steps: int = 600, eval_every: int = 50, batch_size: int = 8, metrics: Sequence[str] | None = None, seed: int = 0,
-    n_train: int = 256, n_eval: int = 64, device: str | None = None, overwrite: bool = False,
-    registries: Registries | None = None, progress: Callable[[str], None] | None = None,
+    inits: Sequence[str] = COMPARE_INITS, architecture: str | None = None,
+    preset: str | None = None, arch_options: dict[str, Any] | None = None, device: str | None = None,
+    overwrite: bool = False, registries: Registries | None = None,
+    progress: Callable[[str], None] | None = None, **options: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """``dnw compare``: one concept fine-tuned from several inits with the same data and steps."""
-    from denoised_weights.pipeline.compare import compare_inits
-    from denoised_weights.pipeline.finetune import FinetuneOptions
+    """``dnw compare``: one concept fine-tuned from several ``inits`` with the same data and steps.
 
+    ``options``: the fields of :class:`~denoised_weights.pipeline.options.ConceptData` (a
+    ``pairs`` folder's prompt defaults to its name), of
+    :class:`~denoised_weights.pipeline.options.InitOptions` but ``init`` (base, generator, data)
+    and of :class:`~denoised_weights.pipeline.options.FinetuneOptions`."""
+    from denoised_weights.pipeline.compare import compare_inits
+    from denoised_weights.pipeline.options import (
+        ConceptData,
+        FinetuneOptions,
+        InitOptions,
+        split_options,
+    )
+
+    if "init" in options:
+        raise TypeError("compare() takes inits=, not init=")
+    what, start, opts = split_options("compare", options, ConceptData, InitOptions, FinetuneOptions)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
-    train, held, prompt = task_data(t, arch, concept=concept, pairs=pairs, eval_pairs=None,
-                                    prompt=prompt or (Path(pairs).name if pairs else None),
-                                    n_train=n_train, n_eval=n_eval, seed=seed)  # fmt: skip
-    base = base or pack_part(t, "base", preset)
+    pairs = what.pairs
+    train, held, prompt = task_data(t, arch, concept=what.concept, pairs=pairs, eval_pairs=what.eval_pairs,
+                                    prompt=what.prompt or (Path(pairs).name if pairs else None),
+                                    n_train=what.n_train, n_eval=what.n_eval, seed=opts.seed)  # fmt: skip
+    base = start.base or pack_part(t, "base", preset)
     if base is None:
         raise DnwError("--base DIR is needed (a base model from 'dnw base')")
-    initialisers = {n: _initialiser(n, t, preset, generator, data, registries) for n in inits}
-    label = t.get_concept(concept).id if concept else str(pairs)
-    opts = FinetuneOptions(max_steps=max_steps, eval_every=eval_every, batch_size=batch_size,
-                           metrics=tuple(metrics) if metrics else None, seed=seed)  # fmt: skip
+    initialisers = {n: _initialiser(n, t, preset, start.generator, start.data, registries) for n in inits}  # fmt: skip
+    label = t.get_concept(what.concept).id if what.concept else str(pairs)
     return compare_inits(t, arch, workdir, train=train, eval=held, label=label, prompt=prompt,
                          base=base, inits=inits, initialisers=initialisers, options=opts,
                          progress=progress, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
@@ -299,7 +325,7 @@ def benchmark(
 def demo(
     workdir: str | Path = "runs/demo", *, task: str | Task | None = None,
     task_options: dict[str, Any] | None = None, from_scratch: bool = False, preset: str = "demo",
-    n_concepts: int = 1, inits: Sequence[str] = ("scratch", "standard", "generated"),
+    n_concepts: int = 1, inits: Sequence[str] = DEMO_INITS,
     max_steps: int | None = None, seed: int = 0, workers: int = 2, device: str | None = None,
     registries: Registries | None = None, echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip

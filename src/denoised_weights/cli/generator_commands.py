@@ -8,93 +8,31 @@ import click
 
 from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.cli.options import (
-    LR,
     SEED,
-    FiniteFloat,
     common,
+    dataclass_options,
     existing_dir,
+    options_from,
     parse_task_options,
     task_options,
 )
+from denoised_weights.pipeline.options import FitConfig
 
 
 @click.command()
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Weight dataset (dnw collect).",
-)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Weight dataset (dnw collect).")  # fmt: skip
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", "-p", default=None, help="Model size preset (default: the dataset's).")
-@click.option(
-    "--text-encoder", default="minilm", show_default=True, help="Registered text encoder."
-)
-@click.option("--text-encoder-path", default=None, help="Local model folder (for clip).")
-@click.option("--block-size", type=click.IntRange(min=1), default=None, help="Values per block (preset default; a multiple of 32).")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=256, show_default=True)
-@click.option("--lr", type=LR, default=1e-3, show_default=True)
-@click.option("--max-steps", type=click.IntRange(1, 10**8), default=None,
-              help="Training steps (preset default: tiny 500, small 7500 (~27 min on 2 cores), paper 20000).")  # fmt: skip
-@click.option(
-    "--max-minutes", type=FiniteFloat(0, 10**6), default=None, help="Stop after this long."
-)
-@click.option("--val-every", type=click.IntRange(1, 10**8), default=250, show_default=True)
-@click.option("--prediction", type=click.Choice(["epsilon", "sample", "v_prediction"]), default="epsilon", show_default=True)  # fmt: skip
-@click.option("--center/--no-center", default=True, show_default=True,
-              help="Model each block's deviation from the dataset mean, scaled per layer group.")  # fmt: skip
-@click.option("--noisy-share", type=click.FloatRange(0, 1), default=None,
-              help="Share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample/v, 0 for epsilon).")  # fmt: skip
-@click.option("--lr-schedule", type=click.Choice(["cosine", "linear", "constant", "constant_with_warmup"]),
-              default="constant", show_default=True,
-              help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: "
-              "cosine decay reached a one-step cosine of 0.21 where constant reached 0.32).")  # fmt: skip
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Linear warm-up of the cosine, linear and constant_with_warmup schedules.")  # fmt: skip
-@click.option("--objective", type=click.Choice(["weights", "task", "both"]), default="weights", show_default=True,
-              help="weights: denoise the collected LoRAs (the paper); task: the task's own loss of the generated "
-              "LoRAs on fresh data of concepts drawn from the training ranges; both: the sum.")  # fmt: skip
-@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Base model the generated LoRAs are applied to (--objective task or both).")  # fmt: skip
-@click.option("--task-concepts", type=click.IntRange(1, 4096), default=4, show_default=True, help="Concepts drawn per step (task objective).")  # fmt: skip
-@click.option("--task-batch", type=click.IntRange(1, 4096), default=8, show_default=True, help="Examples of each drawn concept per step.")  # fmt: skip
-@click.option("--task-weight", type=FiniteFloat(0, 1e6), default=1.0, show_default=True, help="Weight of the task loss (--objective both).")  # fmt: skip
-@click.option("--task-option", "-T", "task_option", multiple=True, metavar="KEY=VALUE", help="An option of the task's factory (task objectives).")  # fmt: skip
-@click.option("--concepts", "n_concepts", type=click.IntRange(1, 10**6), default=None,
-              help="Train on this many of the dataset's concepts, spread evenly (scaling curves).")  # fmt: skip
-@click.option("--conditioning", type=click.Choice(["text", "examples", "both"]), default="text", show_default=True,
-              help="What the generator reads about a concept: its prompt, a few of its examples (through a trained "
-              "example encoder; needs --objective task), or both.")  # fmt: skip
-@click.option(
-    "--example-encoder", default=None, help="Registered example encoder (default: the task's)."
-)
-@click.option("--n-examples", type=click.IntRange(1, 1024), default=8, show_default=True,
-              help="Examples of each concept the generator reads.")  # fmt: skip
-@click.option("--init-from", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Start from a fitted generator (its network, block layout and centring), e.g. to continue on the task loss.")  # fmt: skip
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(FitConfig)
 @common
 @click.pass_context
-def fit(ctx, data: Path, out: Path, preset, text_encoder, text_encoder_path, block_size, batch_size, lr, max_steps,
-        max_minutes, val_every, prediction, center, noisy_share, lr_schedule, warmup_steps, objective, base, task_concepts, task_batch, task_weight, task_option, conditioning, example_encoder, n_examples, init_from, n_concepts,
-        seed, device, overwrite) -> None:  # fmt: skip
+def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> None:
     """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
     from denoised_weights import api
     from denoised_weights.core.io import read_json
 
     existing_dir("--data", data, "a weight dataset folder made by 'dnw collect'")
-    api.fit(
-        data, out, text_encoder=text_encoder, text_encoder_path=text_encoder_path, preset=preset,
-        block_size=block_size, batch_size=batch_size, lr=lr, max_steps=max_steps, max_minutes=max_minutes,
-        val_every=val_every, prediction_type=prediction, seed=seed, center=center, noisy_share=noisy_share,
-        lr_schedule=lr_schedule, warmup_steps=warmup_steps, objective=objective,
-        base=str(base) if base else None, task_concepts=task_concepts, task_batch=task_batch,
-        task_weight=task_weight, task_options=parse_task_options(task_option, None) or None,
-        init_from=str(init_from) if init_from else None, concepts=n_concepts,
-        conditioning=conditioning, example_encoder=example_encoder, n_examples=n_examples,
-        device=device, overwrite=overwrite,
-        registries=registries_of(ctx),
-    )  # fmt: skip
+    api.fit(data, out, **options_from(FitConfig, options), device=device, overwrite=overwrite,
+            registries=registries_of(ctx))  # fmt: skip
     if (out / "generator.json").is_file():
         info = read_json(out / "generator.json")
         last = read_json(out / "val_loss.json")[-1]

@@ -9,16 +9,31 @@ import click
 
 from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.cli.options import (
-    LR,
     SEED,
+    NamesOption,
     arch_options,
     common,
     csv,
+    dataclass_options,
     existing_dir,
+    options_from,
     parse_arch_options,
     parse_task_options,
     positive,
+    source_options,
+    source_task_options,
     task_options,
+)
+from denoised_weights.pipeline.options import (
+    BENCHMARK_INITS,
+    COMPARE_INITS,
+    DEMO_INITS,
+    BaseOptions,
+    CollectOptions,
+    ConceptData,
+    ConceptSelection,
+    FinetuneOptions,
+    InitOptions,
 )
 
 OUT = click.Path(file_okay=False, path_type=Path)
@@ -27,68 +42,59 @@ DIR = click.Path(path_type=Path)
 
 @click.command()
 @task_options
+@source_options()
 @arch_options
 @click.option("--out", "-o", required=True, type=OUT)
-@click.option(
-    "--steps",
-    type=positive(),
-    default=None,
-    help="Training steps (default: the task's preset).",
-)
-@click.option("--concepts", "n_concepts", type=positive(), default=None, help="Training concepts to mix (default: all).")  # fmt: skip
-@click.option("--batch-size", type=positive(4096), default=8, show_default=True)
-@click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(ConceptSelection)
+@dataclass_options(BaseOptions)
 @common
 @click.pass_context
-def base(ctx, task, task_option, photos, architecture, arch_option, preset, out, steps, n_concepts, batch_size, lr, seed, device, overwrite) -> None:  # fmt: skip
+def base(ctx, task, task_option, photos, source, model, source_option, architecture, arch_option, preset, out, device, overwrite, **options) -> None:  # fmt: skip
     """Pretrain the base network on a mixture of training concepts (resumable)."""
     from denoised_weights import api
     from denoised_weights.core.io import read_json
 
-    api.train_base(out, task=task, task_options=parse_task_options(task_option, photos),
+    api.train_base(out, task=task, task_options=_task_options(task_option, photos, source, model, source_option),
                    architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-                   n_concepts=n_concepts, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                   **options_from(ConceptSelection, options), **options_from(BaseOptions, options),
                    device=device, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
     seconds = read_json(out / "base.json")["train_seconds"]
     click.echo(f"base model in {out} ({seconds:.0f} s of training)")
 
 
+def _task_options(pairs, photos, source, model, source_option) -> dict:
+    return {
+        **parse_task_options(pairs, photos),
+        **source_task_options(source, model, source_option),
+    }
+
+
 @click.command()
 @task_options
+@source_options()
 @arch_options
 @click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
 @click.option("--out", "-o", required=True, type=OUT, help="Dataset folder.")
-@click.option("--concepts", "n_concepts", type=positive(), default=None, help="First N training concepts (spread over the catalogue).")  # fmt: skip
-@click.option("--max-parts", "--max-primitives", "max_parts", type=click.IntRange(1, 3), default=None,
-              help="Only concepts of at most this many parts (1: every single edit at every train value).")  # fmt: skip
+@dataclass_options(ConceptSelection)
 @click.option("--split", type=click.Choice(["train"]), default="train", show_default=True, help="Only training concepts are ever collected.")  # fmt: skip
-@click.option("--checkpoints", "-k", type=positive(1000), default=4, show_default=True, help="Checkpoints kept per concept.")  # fmt: skip
-@click.option("--max-steps", type=positive(), default=400, show_default=True, help="Step budget before keeping checkpoints.")  # fmt: skip
-@click.option("--eval-every", type=positive(), default=25, show_default=True)
-@click.option("--interval", type=positive(), default=25, show_default=True, help="Steps between kept checkpoints.")  # fmt: skip
-@click.option(
-    "--lr", type=LR, default=None, help="LoRA learning rate (default: the architecture's)."
-)
+@dataclass_options(CollectOptions)
 @click.option(
     "--shard", default=None, help="Collect only part i of n (i/n), e.g. one machine of several."
 )
 @click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes on this machine.")  # fmt: skip
-@click.option("--seed", type=SEED, default=0, show_default=True)
 @common
 @click.pass_context
-def collect(ctx, task, task_option, photos, architecture, arch_option, preset, base, out, n_concepts, max_parts, split,
-            checkpoints, max_steps, eval_every, interval, lr, shard, workers, seed, device, overwrite) -> None:  # fmt: skip
+def collect(ctx, task, task_option, photos, source, model, source_option, architecture, arch_option, preset, base, out,
+            split, shard, workers, device, overwrite, **options) -> None:  # fmt: skip
     """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
     from denoised_weights import api
 
     existing_dir("--base", base, "a base model folder made by 'dnw base'")
     dataset = api.collect(
-        base, out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
-        arch_options=parse_arch_options(arch_option),
-        preset=preset, n_concepts=n_concepts,
-        max_parts=max_parts, checkpoints=checkpoints, max_steps=max_steps, eval_every=eval_every,
-        interval=interval, lr=lr, seed=seed, shard=shard, workers=workers, device=device,
+        base, out, task=task, task_options=_task_options(task_option, photos, source, model, source_option),
+        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
+        **options_from(ConceptSelection, options), **options_from(CollectOptions, options),
+        shard=shard, workers=workers, device=device,
         overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
     )  # fmt: skip
     info = dataset.info()
@@ -134,90 +140,55 @@ def dataset_verify(path: Path) -> None:
 @click.command()
 @task_options
 @arch_options
-@click.option("--pairs", "pairs_dir", type=DIR, default=None, help="Training data folder (image translation: A/ and B/ pairs).")  # fmt: skip
-@click.option(
-    "--eval-pairs", type=DIR, default=None, help="Eval data folder (default: 10% of --pairs)."
-)
-@click.option(
-    "--concept", "-c", default=None, help="Or a concept of the task (its data is made here)."
-)
-@click.option(
-    "--prompt",
-    default=None,
-    help="The concept's text (default with --concept: its first prompt).",
-)
-@click.option("--init", "init", default="standard", show_default=True, help="scratch | standard | generated | mean | nearest | noisy-nearest | fine.")  # fmt: skip
-@click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
-@click.option("--generator", "-g", type=DIR, default=None, help="Generator folder (--init generated; default: the pack's).")  # fmt: skip
-@click.option(
-    "--data",
-    type=DIR,
-    default=None,
-    help="Weight dataset (--init mean, nearest, noisy-nearest, fine).",
-)
-@click.option("--max-steps", type=positive(), default=600, show_default=True)
-@click.option("--eval-every", type=positive(), default=50, show_default=True)
-@click.option("--batch-size", type=positive(4096), default=8, show_default=True)
-@click.option("--lr", type=LR, default=None, help="Learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA).")  # fmt: skip
-@click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
-@click.option("--n-train", type=positive(1_000_000), default=256, show_default=True, help="Training examples made for --concept.")  # fmt: skip
-@click.option("--n-eval", type=positive(1_000_000), default=64, show_default=True, help="Eval examples made for --concept.")  # fmt: skip
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(ConceptData)
+@dataclass_options(InitOptions)
+@dataclass_options(FinetuneOptions)
 @click.option("--out", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, pairs_dir, eval_pairs, concept, prompt, init,
-             base, generator, data, max_steps, eval_every, batch_size, lr, metrics, n_train, n_eval, seed, out, device, overwrite) -> None:  # fmt: skip
+def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, out, device, overwrite, **options) -> None:  # fmt: skip
     """Train one concept from scratch or from a base + LoRA init (resumable)."""
     from denoised_weights import api
     from denoised_weights.pipeline.finetune import summarise_curve
 
     regs = registries_of(ctx)
-    names = csv(metrics)
-    for name in names:
+    what, start = options_from(ConceptData, options), options_from(InitOptions, options)
+    schedule = options_from(FinetuneOptions, options)
+    for name in schedule["metrics"] or ():
         regs.metrics.get(name)  # an unknown metric: a one-line error before any work
-    existing_dir("--pairs", pairs_dir, "a folder of training pairs")
+    existing_dir("--pairs", what["pairs"], "a folder of training pairs")
     curve = api.finetune(
-        out, task=task, task_options=parse_task_options(task_option, photos), concept=concept, pairs=pairs_dir,
-        eval_pairs=eval_pairs, prompt=prompt, init=init, base=base, generator=generator, data=data,
-        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-        max_steps=max_steps, eval_every=eval_every, batch_size=batch_size, lr=lr, metrics=names or None, n_train=n_train, n_eval=n_eval, seed=seed,
-        device=device, overwrite=overwrite,
-        registries=regs,
+        out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
+        arch_options=parse_arch_options(arch_option), preset=preset, **what, **start, **schedule,
+        device=device, overwrite=overwrite, registries=regs,
     )  # fmt: skip
-    click.echo(f"{init}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")
+    click.echo(f"{start['init']}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")
 
 
 @click.command()
 @task_options
 @arch_options
-@click.option("--concept", "-c", default=None, help="A concept of the task (id or prompt).")
-@click.option("--pairs", "pairs_dir", type=DIR, default=None, help="Or a data folder (A/ and B/).")
-@click.option("--prompt", default=None, help="Prompt for --pairs (default: the folder name).")
-@click.option("--base", type=DIR, default=None, help="Base model folder (default: the pretrained pack's, when it fits).")  # fmt: skip
-@click.option(
-    "--inits", default="scratch,standard", show_default=True, help="Comma-separated inits."
-)
-@click.option("--generator", "-g", type=DIR, default=None)
-@click.option("--data", type=DIR, default=None)
-@click.option("--max-steps", type=positive(), default=600, show_default=True)
-@click.option("--eval-every", type=positive(), default=50, show_default=True)
-@click.option("--metrics", default=None, help="Comma-separated metrics (default: the task's).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(ConceptData, only=("concept", "pairs", "prompt"))
+@dataclass_options(InitOptions, only=("base",))
+@click.option("--inits", default=",".join(COMPARE_INITS), show_default=True, cls=NamesOption, names_kind="generators",
+              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
+@dataclass_options(InitOptions, only=("generator", "data"))
+@dataclass_options(FinetuneOptions, only=("max_steps", "eval_every", "metrics", "seed"))
 @click.option("--workdir", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def compare(ctx, task, task_option, photos, architecture, arch_option, preset, concept, pairs_dir, prompt, base, inits,
-            generator, data, max_steps, eval_every, metrics, seed, workdir, device, overwrite) -> None:  # fmt: skip
-    """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate."""
+def compare(ctx, task, task_option, photos, architecture, arch_option, preset, inits, workdir, device, overwrite, **options) -> None:  # fmt: skip
+    """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate.
+    The prompt of a --pairs folder defaults to the folder's name."""
     from denoised_weights import api
     from denoised_weights.pipeline.compare import format_table
 
+    given = {**options_from(ConceptData, options), **options_from(InitOptions, options),
+             **options_from(FinetuneOptions, options)}  # fmt: skip
     result = api.compare(
-        workdir, task=task, task_options=parse_task_options(task_option, photos), concept=concept,
-        pairs=pairs_dir, prompt=prompt, base=base, inits=csv(inits), generator=generator, data=data,
+        workdir, task=task, task_options=parse_task_options(task_option, photos), inits=csv(inits),
         architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-        max_steps=max_steps, eval_every=eval_every, metrics=csv(metrics) or None, seed=seed, device=device, overwrite=overwrite, registries=registries_of(ctx),
+        **given, device=device, overwrite=overwrite, registries=registries_of(ctx),
     )  # fmt: skip
     click.echo(format_table([result]))
 
@@ -233,11 +204,8 @@ def compare(ctx, task, task_option, photos, architecture, arch_option, preset, c
 @click.option(
     "--seeds", type=positive(100), default=None, help="Seeds per concept (preset default)."
 )
-@click.option(
-    "--inits",
-    default="scratch,standard,generated,mean,nearest,noisy-nearest,fine",
-    show_default=True,
-)
+@click.option("--inits", default=",".join(BENCHMARK_INITS), show_default=True, cls=NamesOption, names_kind="generators",
+              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
 @click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
 @click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes for collection and fine-tuning (cores/W threads each).")  # fmt: skip
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -274,7 +242,8 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
 @click.option("--from-scratch", is_flag=True, help="Build base, dataset and generator here instead of using the pretrained pack.")  # fmt: skip
 @click.option("--preset", "-p", default="demo", show_default=True, help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).")  # fmt: skip
 @click.option("--concepts", "n_concepts", type=positive(100), default=1, show_default=True, help="Held-out concepts.")  # fmt: skip
-@click.option("--inits", default="scratch,standard,generated", show_default=True)
+@click.option("--inits", default=",".join(DEMO_INITS), show_default=True, cls=NamesOption, names_kind="generators",
+              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
 @click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from denoised_weights.core.config import JsonConfig, field
 from denoised_weights.core.dataset import sha256_file
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture, Task
@@ -35,36 +34,14 @@ from denoised_weights.core.io import (
 )
 from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
-from denoised_weights.pipeline.context import build_metrics, check_lr, check_seed, resolve_device
+from denoised_weights.pipeline.context import build_metrics, resolve_device
 from denoised_weights.pipeline.loop import evaluation_cost, train_loop
+from denoised_weights.pipeline.options import DEFAULT_BASE_STEPS, BaseOptions
 
 BASE_CONFIG = "base.json"
 MODEL_FILE = "model.safetensors"
 CARRY_FILE = "training.safetensors"
 OWNED = (BASE_CONFIG, MODEL_FILE, CARRY_FILE, "curve.json", "checkpoint")
-
-
-@dataclass
-class BaseOptions(JsonConfig):
-    """How a base model is pretrained."""
-
-    config_type = "base"
-
-    steps: int = field(2500, help="training steps")
-    batch_size: int = field(8, help="examples per step")
-    pairs_per_concept: int = field(32, help="training examples made per concept")
-    eval_every: int = field(250, help="steps between evaluations (and checkpoints)")
-    seed: int = field(0, help="seed of the network's init, the data and the batches")
-    lr: float | None = field(
-        None, help="learning rate (default: the architecture's full-network rate)"
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "pairs_per_concept", "eval_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DnwError(f"--{name.replace('_', '-')} must be a positive integer")
-        check_seed(self.seed)
-        check_lr(self.lr)
 
 
 def train_base(
@@ -78,8 +55,11 @@ def train_base(
     overwrite: bool = False,
     registries: Registries | None = None,
 ) -> Path:
-    """Pretrain the full network on a mixture of ``concepts`` (default: every training concept)."""
+    """Pretrain the full network on a mixture of ``concepts`` (default: every training concept);
+    ``options.steps`` None: :data:`DEFAULT_BASE_STEPS`."""
     opts = options or BaseOptions()
+    if opts.steps is None:
+        opts = replace(opts, steps=DEFAULT_BASE_STEPS)
     out = Path(out)
     ids = list(concepts) if concepts is not None else [c.id for c in task.concepts("train")]
     if not ids:

@@ -43,32 +43,8 @@ from denoised_weights.core.lora import apply_lora, lora_state
 from denoised_weights.core.outputs import claim_output, normalise
 from denoised_weights.core.plugins import Registries
 from denoised_weights.core.workers import exit_with_parent, run_workers, threads_per_worker
-from denoised_weights.pipeline.context import build_metrics, check_lr, check_seed, resolve_device
-
-
-@dataclass
-class CollectOptions:
-    checkpoints: int = 4
-    max_steps: int = 400
-    min_steps: int = 50
-    eval_every: int = 25
-    interval: int = 25
-    patience: int = 3
-    tol: float = 0.01
-    n_train: int = 128
-    n_eval: int = 32
-    batch_size: int = 8
-    lr: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoints", "max_steps", "eval_every", "interval", "patience",
-                     "n_train", "n_eval", "batch_size"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise DnwError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        check_seed(self.seed)
-        check_lr(self.lr)
+from denoised_weights.pipeline.context import build_metrics, resolve_device
+from denoised_weights.pipeline.options import CollectOptions
 
 
 def concept_seed(seed: int, concept_id: str) -> int:
@@ -96,8 +72,10 @@ def dataset_config(
 
     base_info(base)
     template = lora_state(build_lora_model(arch))
+    task_options = normalise(getattr(task, "options", None) or {})
     return {
         "task": task.name,
+        **({"task_options": task_options} if task_options else {}),  # e.g. a pair source
         "architecture": arch.name,
         "preset": preset,
         "config": arch.config,

@@ -18,14 +18,12 @@ import inspect
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from denoised_weights.core.config import JsonConfig, field
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import (
     TargetArchitecture,
@@ -40,40 +38,16 @@ from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.context import (
     build_metrics,
-    check_lr,
-    check_seed,
     metric_names,
     registries_or_default,
     resolve_device,
 )
 from denoised_weights.pipeline.loop import evaluation_cost, train_loop
+from denoised_weights.pipeline.options import FinetuneOptions
 
 BUILTIN_INITS = ("scratch", "standard")
 OWNED = ("curve.json", "adapter", "model.safetensors", "grid.png", "snapshots", "checkpoint")
 PREVIEW_ITEMS = 8
-
-
-@dataclass
-class FinetuneOptions(JsonConfig):
-    """The schedule of one fine-tuning run."""
-
-    config_type = "finetune"
-
-    max_steps: int = field(600, help="training steps")
-    eval_every: int = field(50, help="steps between evaluations")
-    batch_size: int = field(8, help="examples per step")
-    lr: float | None = field(None, help="learning rate (default: the architecture's)")
-    metrics: tuple[str, ...] | None = field(None, help="metrics to evaluate (default: the task's)")
-    seed: int = field(0, help="seed of the batches and of scratch's init")
-    eval_at: tuple[int, ...] = field((), help="extra evaluation steps")
-    snapshot_at: tuple[int, ...] = field((), help="evaluation steps whose outputs are kept")
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "eval_every", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DnwError(f"--{name.replace('_', '-')} must be a positive integer")
-        check_seed(self.seed)
-        check_lr(self.lr)
 
 
 def data_digest(data: Mapping[str, torch.Tensor]) -> str:

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from denoised_weights.core.config import JsonConfig, field
 from denoised_weights.core.engine import Callback, Trainer
 from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.io import save_tensors, write_json
@@ -42,13 +41,17 @@ from denoised_weights.generators.diffusion import (
     DEFAULT_START,
     DEFAULT_TIMESTEP,
     GENERATOR_CONFIG,
-    NOISY_SHARE,
-    PREDICTIONS,
     PromptBank,
     _scheduler,
     create_text_encoder,
     deviation_scales,
     one_step,
+)
+from denoised_weights.pipeline.options import (  # noqa: F401 - FitConfig was defined here
+    FIT_STEPS,
+    LR_SCHEDULES,
+    OBJECTIVES,
+    FitConfig,
 )
 
 
@@ -59,10 +62,6 @@ def sample_range_of(blocks: torch.Tensor) -> float:
     return float(blocks.abs().max())
 
 
-#: default training steps per preset (small: about 27 minutes on 2 CPU cores)
-FIT_STEPS = {"tiny": 500, "small": 7500, "paper": 20000}
-LR_SCHEDULES = ("constant", "cosine", "linear", "constant_with_warmup")
-OBJECTIVES = ("weights", "task", "both")
 #: the UNet cuts a block into patches of this many values, then halves the sequence once per
 #: extra resolution: a block size must be a multiple of PATCH * 2**(levels - 1)
 PATCH = 16
@@ -76,106 +75,6 @@ def _model_size(preset: str | None) -> dict[str, Any]:
     return {"tiny": {"channels": (16, 32), "heads": 2, "patch": PATCH, **extra}}.get(
         preset or "", {"channels": (64, 128), "heads": 4, "patch": PATCH, **extra}
     )
-
-
-@dataclass
-class FitConfig(JsonConfig):
-    """How the block diffusion model is trained (``dnw fit``)."""
-
-    config_type = "fit"
-
-    text_encoder: str = field("minilm", help="registered text encoder")
-    text_encoder_path: str | None = field(None, help="local model folder (for clip)")
-    preset: str | None = field(None, help="model size preset (default: the dataset's)")
-    block_size: int | None = field(None, help="values per block (default: the preset's)")
-    batch_size: int = field(256, help="blocks per step")
-    lr: float = field(1e-3, help="AdamW learning rate")
-    max_steps: int | None = field(None, help="training steps (default: per preset)")
-    max_minutes: float | None = field(None, help="stop after this long")
-    val_every: int = field(250, help="steps between validations (and checkpoints)")
-    prediction_type: str = field("epsilon", help="epsilon, sample or v_prediction")
-    seed: int = field(0, help="seed of the model's init and the batches")
-    center: bool = field(True, help="model each block's deviation from the dataset mean")
-    noisy_share: float | None = field(None, help="share of each batch at t >= 900")
-    lr_schedule: str = field("constant", help="diffusers learning-rate schedule")
-    warmup_steps: int = field(100, help="linear warm-up of the schedules that have one")
-    model_options: dict[str, Any] | None = field(None, help="extra WeightUNet1D arguments")
-    objective: str = field("weights", help="weights (denoise the collected LoRAs), task (the task's loss of the generated LoRAs) or both")  # fmt: skip
-    base: str | None = field(None, help="base model folder the generated LoRAs are applied to (objective task or both)")  # fmt: skip
-    task_concepts: int = field(4, help="concepts drawn per step by the task objective")
-    task_batch: int = field(8, help="examples of each drawn concept per step")
-    task_weight: float = field(1.0, help="weight of the task loss beside the denoising loss (objective both)")  # fmt: skip
-    task_options: dict[str, Any] | None = field(None, help="options of the task's factory (e.g. photos_dir)")  # fmt: skip
-    init_from: str | None = field(None, help="a fitted generator to start from: its network, block layout and centring (same dataset layout)")  # fmt: skip
-    concepts: int | None = field(None, help="train on this many of the dataset's concepts, spread evenly (scaling curves)")  # fmt: skip
-    conditioning: str = field("text", help="what the generator reads about a concept: text (its prompt), examples (a few of its examples, through a trained example encoder) or both")  # fmt: skip
-    example_encoder: str | None = field(None, help="registered example encoder (default: the task's)")  # fmt: skip
-    n_examples: int = field(8, help="examples of each concept the generator reads (disjoint from those its loss is computed on)")  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if self.prediction_type not in PREDICTIONS:
-            raise DnwError(
-                f"unknown prediction type {self.prediction_type!r}: {', '.join(PREDICTIONS)}"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise DnwError(f"unknown --lr-schedule {self.lr_schedule!r}: {', '.join(LR_SCHEDULES)}")
-        if self.noisy_share is None:  # where one-step generation reads the model (DEFAULT_TIMESTEP)
-            self.noisy_share = NOISY_SHARE[self.prediction_type]
-        if not 0 <= self.noisy_share <= 1:
-            raise DnwError(f"--noisy-share must be in [0, 1], got {self.noisy_share}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
-            raise DnwError(f"--lr must be a positive finite number up to 10, got {self.lr}")
-        for name in ("batch_size", "val_every") + (
-            ("max_steps",) if self.max_steps is not None else ()
-        ):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise DnwError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.max_minutes is not None and not (
-            math.isfinite(self.max_minutes) and self.max_minutes > 0
-        ):
-            raise DnwError(f"--max-minutes must be a positive number, got {self.max_minutes}")
-        if self.objective not in OBJECTIVES:
-            raise DnwError(f"unknown --objective {self.objective!r}: {', '.join(OBJECTIVES)}")
-        from denoised_weights.generators.conditioning import MODES
-
-        if self.conditioning not in MODES:
-            raise DnwError(f"unknown --conditioning {self.conditioning!r}: {', '.join(MODES)}")
-        if self.conditioning != "text" and self.objective != "task":
-            raise DnwError(f"--conditioning {self.conditioning} trains on freshly made examples: use it with --objective task")  # fmt: skip
-        if not isinstance(self.n_examples, int) or not 1 <= self.n_examples <= 1024:
-            raise DnwError(f"--n-examples must be an integer from 1 to 1024, got {self.n_examples}")
-        if self.objective != "weights" and not self.base:
-            raise DnwError(f"--objective {self.objective} needs --base DIR: the base model the generated LoRAs are applied to")  # fmt: skip
-        for name in ("task_concepts", "task_batch"):
-            if not isinstance(getattr(self, name), int) or not 1 <= getattr(self, name) <= 4096:
-                raise DnwError(f"--{name.replace('_', '-')} must be an integer from 1 to 4096")
-        if not (math.isfinite(self.task_weight) and self.task_weight > 0):
-            raise DnwError(f"--task-weight must be a positive number, got {self.task_weight}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise DnwError(f"--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
-        if self.block_size is not None and (
-            not isinstance(self.block_size, int) or self.block_size < 1
-        ):
-            raise DnwError(f"--block-size must be a positive integer, got {self.block_size}")
-
-    @property
-    def steps(self) -> int:
-        return self.max_steps or FIT_STEPS.get(self.preset or "", FIT_STEPS["paper"])
-
-    def making(self) -> dict[str, Any]:
-        """What a resumed fit must share with the unfinished one."""
-        out = {
-            k: getattr(self, k)
-            for k in ("center", "prediction_type", "noisy_share", "lr_schedule", "objective")
-        }
-        if self.conditioning != "text":  # recorded only when on: older checkpoints stay valid
-            out.update(conditioning=self.conditioning, n_examples=self.n_examples)
-        if self.lr_schedule in (
-            "cosine",
-            "linear",
-        ):  # laid out over max_steps: extending changes it
-            out["max_steps"] = self.steps
-        return out
 
 
 @dataclass
