@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.compare import _ratio
 from denoised_weights.pipeline.context import check_seed, resolve_architecture
+from denoised_weights.pipeline.options import BENCHMARK_INITS
 from denoised_weights.pipeline.significance import median_iqr as _median_iqr
 
-INITS = ("scratch", "standard", "generated", "mean", "nearest", "noisy-nearest", "fine")
+INITS = BENCHMARK_INITS
 #: inits that need the weight dataset
 DATA_INITS = ("mean", "nearest", "noisy-nearest", "fine", "nearest-param", "interpolate")
 RESULTS_VERSION = 2
@@ -234,8 +235,27 @@ def compare_job(task, spec, arch, base, initialisers, cid, seed, max_steps, regi
     )  # fmt: skip
 
 
-def _job_worker(task_name, task_options, spec, arch_name, arch_config, base, data, generator, jobs, max_steps, threads, position):  # fmt: skip
-    """The body of one fine-tuning worker process (``--workers``): its share of the jobs."""
+@dataclass
+class BenchJob:
+    """One fine-tuning worker's share of a benchmark (``--workers``): what it needs to rebuild
+    the task, the architecture and the initialisers in its own process, and its jobs."""
+
+    task: str
+    task_options: dict[str, Any]
+    spec: BenchmarkSpec
+    architecture: str
+    arch_config: dict[str, Any]
+    base: Path
+    data: Path | None
+    generator: Path
+    jobs: list[tuple[str, int]]
+    max_steps: int
+    threads: int
+    position: int = 0
+
+
+def _job_worker(job: BenchJob) -> None:
+    """The body of one fine-tuning worker process: its share of the (concept, seed) jobs."""
     import torch
 
     from denoised_weights.core.components import create_architecture
@@ -244,13 +264,14 @@ def _job_worker(task_name, task_options, spec, arch_name, arch_config, base, dat
     from denoised_weights.pipeline.finetune import make_initialiser
 
     exit_with_parent()
-    torch.set_num_threads(threads)
-    task = resolve_task(task_name, **task_options)
-    arch = create_architecture(arch_name, **arch_config)
-    initialisers = {n: make_initialiser(n, generator=generator, data=data) for n in spec.inits}
-    for cid, seed in jobs:
-        compare_job(task, spec, arch, base, initialisers, cid, seed, max_steps)
-        print(f"[worker {position}] {cid} seed {seed}: done", flush=True)
+    torch.set_num_threads(job.threads)
+    task = resolve_task(job.task, **job.task_options)
+    arch = create_architecture(job.architecture, **job.arch_config)
+    spec = job.spec
+    initialisers = {n: make_initialiser(n, generator=job.generator, data=job.data) for n in spec.inits}  # fmt: skip
+    for cid, seed in job.jobs:
+        compare_job(task, spec, arch, job.base, initialisers, cid, seed, job.max_steps)
+        print(f"[worker {job.position}] {cid} seed {seed}: done", flush=True)
 
 
 def run_jobs_in_workers(task, spec, arch, base, data, generator, jobs, max_steps) -> None:
@@ -262,14 +283,14 @@ def run_jobs_in_workers(task, spec, arch, base, data, generator, jobs, max_steps
     from denoised_weights.core.workers import run_workers, threads_per_worker
 
     workers = min(spec.workers, len(jobs))
-    threads = threads_per_worker(workers)
-    options = dict(getattr(task, "options", {}) or {})
+    job = BenchJob(task=task.name, task_options=dict(getattr(task, "options", {}) or {}), spec=spec,
+                   architecture=arch.name, arch_config=arch.config, base=base, data=data,
+                   generator=generator, jobs=[], max_steps=max_steps, threads=threads_per_worker(workers))  # fmt: skip
     run_workers(
         _job_worker,
-        [(task.name, options, spec, arch.name, arch.config, base, data, generator, jobs[w::workers], max_steps, threads, w)
-         for w in range(workers)],
+        [(replace(job, jobs=jobs[w::workers], position=w),) for w in range(workers)],
         "benchmark",
-    )  # fmt: skip
+    )
 
 
 def _digest(path: Path) -> str | None:
