@@ -211,3 +211,62 @@ def test_dnw_pairs_source_instruct_pix2pix(tmp_path, model_dir):
     bad = run(*args, "--concept", "sepia-0.8", "--out", tmp_path / "q")
     assert bad.exit_code == 1 and "--source instruct-pix2pix takes no --concept" in bad.output
     assert not (tmp_path / "q").exists()
+
+
+def test_base_and_collect_draw_their_pairs_from_instruct_pix2pix(tmp_path, model_dir):
+    """The paper's data route for the whole pipeline: `dnw base` and `dnw collect` with
+    `--source instruct-pix2pix --model DIR` edit photo crops with each concept's prompt."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    import denoised_weights as dnw
+    from denoised_weights.cli import create_cli
+    from denoised_weights.core.plugins import get_plugin_manager
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+
+    def run(*args):
+        return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
+
+    source = ["--source", "instruct-pix2pix", "--model", model_dir, "--photos", photos,
+              "-S", "steps=1", "-S", "device=cpu", "-S", "batch_size=4"]  # fmt: skip
+    made = run("base", "--preset", "tiny", "--steps", "2", "--concepts", "1", "--pairs-per-concept", "2",
+               "--eval-every", "1", *source, "--out", tmp_path / "base")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    options = {"photos_dir": str(photos), "source": "instruct-pix2pix", "model_dir": str(model_dir),
+               "source_options": {"steps": 1, "device": "cpu", "batch_size": 4}}  # fmt: skip
+    assert json.loads((tmp_path / "base" / "base.json").read_text())["task_options"] == options
+    made = run("collect", "--base", tmp_path / "base", "--preset", "tiny", "--concepts", "1",
+               "--checkpoints", "1", "--max-steps", "1", "--eval-every", "1", "--interval", "1",
+               "--n-train", "2", "--n-eval", "2", *source, "--out", tmp_path / "data")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "1 concepts, 1 entries" in made.output
+    assert json.loads((tmp_path / "data" / "dataset.json").read_text())["task_options"] == options
+
+    # the task's data is the source's edit of the concept's prompt, not the catalogue's edit
+    task = dnw.create_task("image-translation", **options)
+    arch = dnw.create_architecture("e2gan", "tiny")
+    concept = task.select_concepts("train", n=1)[0]
+    data = task.make_data(concept, arch=arch, split="train", n=2, seed=3)
+    a, b = InstructPix2PixPairs(concept.prompt, model_dir, size=32, photos_dir=str(photos), steps=1,
+                                device="cpu", batch_size=4).pairs(2, seed=3)  # fmt: skip
+    assert torch.equal(data["A"], a) and torch.equal(data["B"], b)
+    plain = dnw.create_task("image-translation", photos_dir=str(photos))
+    assert not torch.equal(plain.make_data(concept, arch=arch, split="train", n=2, seed=3)["B"], b)
+
+    # options a source does not take, and tasks without sources: one line, nothing written
+    for args, message in [
+        (["--source", "catalogue", "--model", model_dir], "--source catalogue takes no --model"),
+        (["--source", "instruct-pix2pix"], "--source instruct-pix2pix needs --model"),
+        (["--source", "instruct-pix2pix", "--model", model_dir, "-S", "angle=3"], "has no option 'angle'"),
+        (["--task", "digits", "--source", "catalogue"], "task 'digits' rejected its options"),
+    ]:  # fmt: skip
+        bad = run("base", "--preset", "tiny", "--steps", "1", *args, "--out", tmp_path / "bad")
+        lines = bad.stderr.strip().splitlines()
+        assert bad.exit_code == 1 and len(lines) == 1 and message in lines[0], bad.output
+        assert not (tmp_path / "bad").exists()

@@ -141,7 +141,7 @@ def test_pairs_sources_are_chosen_by_name_from_the_registry(tmp_path):
         return CliRunner().invoke(cli, [str(a) for a in args])
 
     help_text = " ".join(run_with("pairs", "--help").output.split())
-    assert "Registered pair source: catalogue, flip, folder, instruct-pix2pix" in help_text
+    assert "Available: catalogue, flip, folder, instruct-pix2pix" in help_text
     unknown = run_with("pairs", "--source", "nope", "--out", tmp_path / "x")
     assert unknown.exit_code == 1 and not (tmp_path / "x").exists()
     assert unknown.stderr.strip() == (

@@ -17,98 +17,14 @@ def _registries(ctx: click.Context) -> Any:
     return obj.get("registries") if isinstance(obj, dict) else None
 
 
-#: ``dnw pairs`` options and the pair-source factory arguments they fill (when it takes them)
-SOURCE_ARGUMENTS = {"concept": "--concept", "prompt": "--prompt", "model_dir": "--model",
-                    "photos_dir": "--photos", "size": "--size", "device": "--device"}  # fmt: skip
-DEFAULT_SOURCE = "catalogue"
-
-
-def _pair_sources(ctx: click.Context | None) -> Any:
-    regs = _registries(ctx) if ctx is not None else None
-    if regs is None:
-        from denoised_weights.core.plugins import default_registries
-
-        regs = default_registries()
-    return regs.pair_sources
-
-
-class _SourceOption(click.Option):
-    """``--source``, whose help lists the pair sources registered when it is shown."""
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        names = ", ".join(_pair_sources(ctx).list())
-        self.help = (f"Registered pair source: {names} (see 'dnw list pair-sources'). Each takes "
-                     "the options below that its factory has; -S KEY=VALUE passes any other.")  # fmt: skip
-        return super().get_help_record(ctx)
-
-
-def _source_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``-S KEY=VALUE`` pairs, JSON values where they parse (numbers, true/false), else text."""
-    import json
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--source-option")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
-
-
-def make_pair_source(
-    name: str, given: dict[str, Any], extra: dict[str, Any], registries: Any = None
-):
-    """The registered pair source ``name`` built from the ``dnw pairs`` options in ``given``
-    (factory argument -> value; ``None`` = not given) and ``extra`` (``-S``). An option the
-    factory does not take, or a required argument not given, is a one-line error."""
-    import inspect
-
-    from denoised_weights.core.errors import DnwError
-
-    if registries is None:
-        from denoised_weights.core.plugins import default_registries
-
-        registries = default_registries()
-    entry = registries.pair_sources.get(name)  # an unknown name lists the registered ones
-    params = inspect.signature(entry.load()).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    accepted = {k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    kwargs: dict[str, Any] = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key in accepted or takes_any:
-            kwargs[key] = value
-        elif key != "size":  # every source is asked for the size it has; the rest must fit
-            raise DnwError(f"--source {name} takes no {SOURCE_ARGUMENTS[key]}; leave it out "
-                           f"(it takes: {_describe(params)})")  # fmt: skip
-    for key, value in extra.items():
-        if key not in accepted and not takes_any:
-            raise DnwError(f"--source {name} has no option {key!r} (-S); it takes: {_describe(params)}")  # fmt: skip
-        kwargs[key] = value
-    missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs
-               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
-    if missing:
-        how = ", ".join(SOURCE_ARGUMENTS.get(k, f"-S {k}=VALUE") for k in missing)
-        raise DnwError(f"--source {name} needs {how}")
-    return registries.pair_sources.create(name, **kwargs), kwargs
-
-
-def _describe(params: Any) -> str:
-    names = [SOURCE_ARGUMENTS.get(k, f"-S {k}=...") for k, p in params.items()
-             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # fmt: skip
-    return ", ".join(names) or "nothing"
-
-
 def add_commands(cli: click.Group) -> None:
+    from denoised_weights.cli.options import json_values, source_options
+    from denoised_weights.plugins.image_translation.sources import DEFAULT_SOURCE
+
     @cli.command()
-    @click.option("--source", cls=_SourceOption, default=DEFAULT_SOURCE, show_default=True, help="Registered pair source.")  # fmt: skip
+    @source_options(DEFAULT_SOURCE)
     @click.option("--concept", "-c", default=None, help="Catalogue concept id or one of its prompts (--source catalogue).")  # fmt: skip
     @click.option("--prompt", default=None, help="The edit instruction (--source instruct-pix2pix).")  # fmt: skip
-    @click.option("--model", type=click.Path(path_type=Path), default=None, help="Local model folder of the source (instruct-pix2pix: a diffusers InstructPix2Pix model; nothing is downloaded).")  # fmt: skip
     @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (A/ and B/).")  # fmt: skip
     @click.option("-n", "count", type=click.IntRange(min=1, max=100_000), default=64, show_default=True, help="Number of pairs.")  # fmt: skip
     @click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Photos to crop from.")  # fmt: skip
@@ -116,7 +32,6 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
     @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Your own photo folder.")  # fmt: skip
     @click.option("--device", default=None, help="Where a model-based source runs: cpu, cuda, cuda:N (default: CUDA when present).")  # fmt: skip
-    @click.option("--source-option", "-S", "source_option", multiple=True, metavar="KEY=VALUE", help="Another argument of the source's factory, e.g. -S steps=20 (repeatable).")  # fmt: skip
     @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only files this command wrote).")  # fmt: skip
     @click.pass_context
     def pairs(ctx, source: str, concept: str | None, prompt: str | None, model: Path | None, out: Path, count: int, split: str, size: int, seed: int, photos: Path | None, device: str | None, source_option: tuple[str, ...], overwrite: bool) -> None:  # fmt: skip
@@ -126,6 +41,7 @@ def add_commands(cli: click.Group) -> None:
         from denoised_weights.core.errors import DnwError
         from denoised_weights.core.outputs import claim_output
         from denoised_weights.plugins.image_translation.pairs import write_pairs
+        from denoised_weights.plugins.image_translation.sources import make_pair_source
 
         if model is not None and not model.is_dir():
             raise DnwError(f"--model {model} is no such folder; give a local model folder")
@@ -134,7 +50,7 @@ def add_commands(cli: click.Group) -> None:
         given = {"concept": concept, "prompt": prompt, "model_dir": model, "size": size,
                  "photos_dir": photos, "device": device}  # fmt: skip
         src, used = make_pair_source(
-            source, given, _source_options(source_option), _registries(ctx)
+            source, given, json_values(source_option, "--source-option"), _registries(ctx)
         )
         if source == DEFAULT_SOURCE and not source_option:  # today's record, so old folders resume
             info = {"concept": src.concept.id, "prompts": list(src.prompts), "split": split,

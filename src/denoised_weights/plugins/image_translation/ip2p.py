@@ -28,6 +28,10 @@ _WHAT_TO_PASS = (
 )
 
 
+#: the last pipeline loaded, by (model folder, device)
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
 def _sample_crops(n: int, size: int, **kwargs: Any) -> torch.Tensor:
     from denoised_weights.plugins.image_translation.photos import sample_crops
 
@@ -104,9 +108,18 @@ class InstructPix2PixPairs(PairSource):
         return self._pipeline
 
     def _load(self) -> Any:
+        """The pipeline of ``model_dir`` on ``device``; the last one loaded is kept, so the
+        sources a task makes for one concept after another load the model once."""
+        model_dir = self._check_model_dir()
+        key = (str(model_dir.resolve()), str(self.device))
+        if key not in _LOADED:
+            _LOADED.clear()  # one model in memory at a time
+            _LOADED[key] = self._load_from(model_dir)
+        return _LOADED[key]
+
+    def _load_from(self, model_dir: Path) -> Any:
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
-        model_dir = self._check_model_dir()
         dtype = torch.float16 if torch.device(self.device).type == "cuda" else torch.float32
         try:
             pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(

@@ -4,11 +4,19 @@ flipped batches, eval L1 (lower is better) and image grids.
 ``exclude_families`` (a task option: ``--task-option exclude_families=vignette,sepia``) holds
 whole edit types out for leave-one-family-out experiments: every concept using one of them is
 held out as "family", and neither ``sample_concept`` nor the train split ever returns it.
+
+``source`` (``-T source=NAME``, or ``--source NAME`` of ``dnw base`` and ``dnw collect``) makes
+each concept's pairs with another registered pair source than the catalogue's edits, e.g. the
+paper's route: ``--source instruct-pix2pix --model DIR`` edits photo crops with each concept's
+prompt. ``model_dir`` (``--model``) and ``source_options`` (``-S KEY=VALUE``, or JSON text
+through ``-T``) go to the source's factory, which also gets the concept, its prompt, the
+photos and the network's image size where it takes them.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -93,6 +101,18 @@ def parse_families(names: str | Iterable[str] | None) -> frozenset[str]:
     return frozenset(wanted)
 
 
+def _source_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The ``source_options`` task option: a mapping, or its JSON text (``-T source_options=...``)."""
+    if isinstance(options, str):
+        try:
+            options = json.loads(options) if options.strip() else {}
+        except json.JSONDecodeError:
+            options = None
+        if not isinstance(options, dict):
+            raise DnwError('source_options: give a JSON object, e.g. -T source_options=\'{"steps": 20}\', or use -S KEY=VALUE')  # fmt: skip
+    return dict(options or {})
+
+
 class ImageTranslationTask(Task):
     """Photo-to-photo translation, one concept per edit of the catalogue (or a user's pairs)."""
 
@@ -111,14 +131,40 @@ class ImageTranslationTask(Task):
         photos_dir: str | Path | None = None,
         identity_fraction: float = 0.125,
         exclude_families: str | Iterable[str] | None = None,
+        source: str = "catalogue",
+        model_dir: str | Path | None = None,
+        source_options: Mapping[str, Any] | str | None = None,
     ) -> None:
         self.photos_dir = str(photos_dir) if photos_dir else None
         self.identity_fraction = identity_fraction
         self.exclude_families = parse_families(exclude_families)
+        self.source = source or "catalogue"
+        self.model_dir = str(model_dir) if model_dir else None
+        self.source_options = _source_options(source_options)
         self.options: dict[str, Any] = {"photos_dir": self.photos_dir} if self.photos_dir else {}
         if self.exclude_families:  # in catalogue order, so equal sets give equal options
             names = [n for n in PRIMITIVES if n in self.exclude_families]
             self.options["exclude_families"] = ",".join(names)
+        if not self._catalogue_only:  # recorded only when set: earlier runs keep their options
+            self.options.update(source=self.source)
+            if self.model_dir:
+                self.options["model_dir"] = self.model_dir
+            if self.source_options:
+                self.options["source_options"] = dict(self.source_options)
+            self._pair_source(self.concepts(TRAIN)[0], 64)  # a one-line error now, not mid-run
+
+    @property
+    def _catalogue_only(self) -> bool:
+        return self.source == "catalogue" and not self.model_dir and not self.source_options
+
+    def _pair_source(self, concept: Concept, size: int) -> Any:
+        """The pair source that makes ``concept``'s pairs at ``size`` (``source`` option)."""
+        from denoised_weights.plugins.image_translation.sources import make_pair_source
+
+        implicit = {"concept": concept.id, "prompt": concept.prompt, "size": size,
+                    "photos_dir": self.photos_dir}  # fmt: skip
+        given = {"model_dir": self.model_dir}
+        return make_pair_source(self.source, given, self.source_options, implicit=implicit)[0]
 
     @property
     def presets(self) -> dict[str, TaskPreset]:
@@ -154,9 +200,11 @@ class ImageTranslationTask(Task):
     ) -> TaskData:
         from denoised_weights.plugins.image_translation.pairs import CataloguePairs
 
-        a, b = CataloguePairs(concept.id, arch.image_size, self.photos_dir).pairs(
-            n, split=split, seed=seed
-        )
+        if self._catalogue_only:
+            source = CataloguePairs(concept.id, arch.image_size, self.photos_dir)
+        else:
+            source = self._pair_source(concept, arch.image_size)
+        a, b = source.pairs(n, split=split, seed=seed)
         return {"A": a, "B": b}
 
     def load_data(self, path: Any, *, arch: TargetArchitecture, split: str) -> TaskData:
