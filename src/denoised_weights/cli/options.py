@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -326,8 +326,3 @@ def key_values(pairs: Sequence[str], hint: str) -> dict[str, str]:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=hint)
         out[key.strip().replace("-", "_")] = value
     return out
-
-
-def dataclass_defaults(cls: type) -> Mapping[str, Any]:
-    """Every field's default (for documentation and the tests)."""
-    return {f.name: _default(f) for f in dataclasses.fields(cls)}
