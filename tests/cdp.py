@@ -38,14 +38,27 @@ class Browser:
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
 
-        args = [executable, "--headless=new", "--no-sandbox", "--disable-gpu",
-                "--remote-debugging-pipe", "--no-first-run", "--no-default-browser-check",
-                "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={width},{height}",
-                f"--user-data-dir={self._profile}", "about:blank"]  # fmt: skip
+        args = [
+            executable,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--remote-debugging-pipe",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--user-data-dir={self._profile}",
+            "about:blank",
+        ]
         self.proc = subprocess.Popen(
-            args, pass_fds=(3, 4), preexec_fn=fds,  # fds() puts the pipes on 3 and 4
-            stdout=subprocess.DEVNULL, stderr=None if os.environ.get("CDP_DEBUG") else subprocess.DEVNULL,
-        )  # fmt: skip
+            args,
+            pass_fds=(3, 4),
+            preexec_fn=fds,  # fds() puts the pipes on 3 and 4
+            stdout=subprocess.DEVNULL,
+            stderr=None if os.environ.get("CDP_DEBUG") else subprocess.DEVNULL,
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._buffer = b""
@@ -112,9 +125,15 @@ class Browser:
 
     def press_enter(self) -> None:
         for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
-                      windowsVirtualKeyCode=13, nativeVirtualKeyCode=13,
-                      **({"text": "\r"} if kind == "keyDown" else {}))  # fmt: skip
+            self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                nativeVirtualKeyCode=13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            )
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])

@@ -44,8 +44,18 @@ def tiny_dataset(tmp_path_factory, tiny_base):
     import denoised_weights as dnw
 
     out = tmp_path_factory.mktemp("tiny_dataset")
-    dnw.collect(tiny_base, out, preset="tiny", n_concepts=4, checkpoints=2, max_steps=6,
-                eval_every=3, interval=3, n_train=12, n_eval=6)  # fmt: skip
+    dnw.collect(
+        tiny_base,
+        out,
+        preset="tiny",
+        n_concepts=4,
+        checkpoints=2,
+        max_steps=6,
+        eval_every=3,
+        interval=3,
+        n_train=12,
+        n_eval=6,
+    )
     return out
 
 
@@ -70,8 +80,13 @@ def tiny_adapter(tmp_path_factory, tiny_base):
     g = torch.Generator().manual_seed(0)
     state = {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in state.items()}
     out = tmp_path_factory.mktemp("adapter") / "adapter"
-    dnw.save_adapter(out, state, arch.lora_spec(), fingerprint=dnw.lora_fingerprint(arch),
-                     metadata={"prompt": "a random test translator"})  # fmt: skip
+    dnw.save_adapter(
+        out,
+        state,
+        arch.lora_spec(),
+        fingerprint=dnw.lora_fingerprint(arch),
+        metadata={"prompt": "a random test translator"},
+    )
     return out
 
 

@@ -32,12 +32,15 @@ def comparison(concept, seed, hits):
         "target": target,
         "inits": {
             init: {
-                "step0": s0, "final": fin, "steps_to_target": step, "seconds_to_target": sec,
+                "step0": s0,
+                "final": fin,
+                "steps_to_target": step,
+                "seconds_to_target": sec,
                 "init_seconds": 0.5 if init == "generated" else 0.0,
             }
             for init, (step, sec, s0, fin) in hits.items()
         },
-    }  # fmt: skip
+    }
 
 
 def test_summary_speedups_medians_and_costs():
@@ -91,15 +94,26 @@ def test_summary_speedups_medians_and_costs():
 
 def test_benchmark_on_prebuilt_inputs(tmp_path, tiny_base, tiny_dataset, tiny_generator):
     spec = BenchmarkSpec(
-        preset="smoke", out=tmp_path / "bench", base=tiny_base, data=tiny_dataset, generator=tiny_generator,
-        concepts=[HELD_OUT], max_steps=4,
-    )  # fmt: skip
+        preset="smoke",
+        out=tmp_path / "bench",
+        base=tiny_base,
+        data=tiny_dataset,
+        generator=tiny_generator,
+        concepts=[HELD_OUT],
+        max_steps=4,
+    )
     res = run_benchmark(TASK, spec, echo=lambda _: None)
     out = tmp_path / "bench"
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"]["concepts"] == 1 and set(saved["inits"]) == {
-        "scratch", "standard", "generated", "mean", "nearest", "noisy-nearest", "fine"
-    }  # fmt: skip
+        "scratch",
+        "standard",
+        "generated",
+        "mean",
+        "nearest",
+        "noisy-nearest",
+        "fine",
+    }
     assert res["inits"]["scratch"]["speedup_vs_scratch_steps"]["median"] == pytest.approx(1.0)
     rows = {r["init"]: r for r in saved["rows"]}
     assert rows["generated"]["init_seconds"] > 0 and rows["scratch"]["init_seconds"] == 0
@@ -117,13 +131,20 @@ def test_benchmark_on_prebuilt_inputs(tmp_path, tiny_base, tiny_dataset, tiny_ge
     assert again["rows"] == res["rows"]
 
 
-def test_benchmark_workers_give_the_same_rows_as_one_process(tmp_path, tiny_base, tiny_dataset, tiny_generator, monkeypatch):  # fmt: skip
+def test_benchmark_workers_give_the_same_rows_as_one_process(
+    tmp_path, tiny_base, tiny_dataset, tiny_generator, monkeypatch
+):
     from denoised_weights.plugins.image_translation.e2gan import E2GAN
 
     common = dict(
-        preset="smoke", base=tiny_base, data=tiny_dataset, generator=tiny_generator,
-        concepts=[HELD_OUT, "blur-1.25"], inits=("scratch", "standard", "generated"), max_steps=4,
-    )  # fmt: skip
+        preset="smoke",
+        base=tiny_base,
+        data=tiny_dataset,
+        generator=tiny_generator,
+        concepts=[HELD_OUT, "blur-1.25"],
+        inits=("scratch", "standard", "generated"),
+        max_steps=4,
+    )
     one = run_benchmark(TASK, BenchmarkSpec(out=tmp_path / "one", **common), echo=lambda _: None)
 
     def no_training_here(*_a, **_k):
@@ -131,7 +152,9 @@ def test_benchmark_workers_give_the_same_rows_as_one_process(tmp_path, tiny_base
 
     # spawned workers import their own modules: only this (parent) process refuses to train
     monkeypatch.setattr(E2GAN, "training_phases", no_training_here)
-    two = run_benchmark(TASK, BenchmarkSpec(out=tmp_path / "two", workers=2, **common), echo=lambda _: None)  # fmt: skip
+    two = run_benchmark(
+        TASK, BenchmarkSpec(out=tmp_path / "two", workers=2, **common), echo=lambda _: None
+    )
     assert len(two["rows"]) == 2 * 3
     strip = ("seconds", "init_seconds", "speedup")
 
@@ -169,8 +192,10 @@ def test_smoke_preset_end_to_end(tmp_path):
     dnw = str(Path(sys.executable).parent / "dnw")
     proc = subprocess.run(
         [dnw, "benchmark", "--preset", "smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, env={**__import__("os").environ, "DNW_PLUGINS": ""},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "DNW_PLUGINS": ""},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["summary"]["concepts"] == 2 and len(res["rows"]) == 2 * 7
@@ -183,9 +208,25 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert "| generated |" in (tmp_path / "report.md").read_text()
 
 
-def test_step0_only_tabulates_every_init_without_training(tmp_path, tiny_base, tiny_dataset, tiny_generator):  # fmt: skip
-    result = run("benchmark", "--preset", "smoke", "--out", tmp_path, "--base", tiny_base, "--data", tiny_dataset,
-                 "--generator", tiny_generator, "--concepts", f"{HELD_OUT},blur-1.25", "--step0-only")  # fmt: skip
+def test_step0_only_tabulates_every_init_without_training(
+    tmp_path, tiny_base, tiny_dataset, tiny_generator
+):
+    result = run(
+        "benchmark",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path,
+        "--base",
+        tiny_base,
+        "--data",
+        tiny_dataset,
+        "--generator",
+        tiny_generator,
+        "--concepts",
+        f"{HELD_OUT},blur-1.25",
+        "--step0-only",
+    )
     assert result.exit_code == 0, result.output
     assert "| generated |" in result.output and "/ 2 |" in result.output
     step0 = json.loads((tmp_path / "step0.json").read_text())
@@ -200,8 +241,22 @@ def test_step0_only_tabulates_every_init_without_training(tmp_path, tiny_base, t
     }
     assert not (tmp_path / "runs").exists()  # nothing was fine-tuned
     # step 0 of one more generator alone (a scaling curve): no scratch needed
-    result = run("benchmark", "--preset", "smoke", "--out", tmp_path / "alone", "--base", tiny_base,
-                 "--generator", tiny_generator, "--concepts", HELD_OUT, "--step0-only", "--inits", "generated")  # fmt: skip
+    result = run(
+        "benchmark",
+        "--preset",
+        "smoke",
+        "--out",
+        tmp_path / "alone",
+        "--base",
+        tiny_base,
+        "--generator",
+        tiny_generator,
+        "--concepts",
+        HELD_OUT,
+        "--step0-only",
+        "--inits",
+        "generated",
+    )
     assert result.exit_code == 0, result.output
     alone = json.loads((tmp_path / "alone" / "step0.json").read_text())
     assert alone["rows"][0]["inits"]["generated"] == step0["rows"][0]["inits"]["generated"]

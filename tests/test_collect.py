@@ -73,8 +73,14 @@ def test_collect_api_dataset_and_card(tmp_path, tiny_base):
     assert len(states) == 2 and not torch.equal(*(s["stem.conv.lora_B.weight"] for s in states))
     # another preset into the same folder is refused
     with pytest.raises(dnw.DnwError):
-        collect(TASK, dnw.create_architecture("e2gan", "tiny", rank=3), tiny_base, tmp_path / "ds",
-                concept_ids=[], opts=opts)  # fmt: skip
+        collect(
+            TASK,
+            dnw.create_architecture("e2gan", "tiny", rank=3),
+            tiny_base,
+            tmp_path / "ds",
+            concept_ids=[],
+            opts=opts,
+        )
 
 
 def test_concept_selection_by_number_of_edits():
@@ -92,7 +98,17 @@ def test_concept_selection_by_number_of_edits():
 
 
 def test_collect_rejects_a_bad_selection(tmp_path, tiny_base):
-    r = cli("collect", "--base", tiny_base, "--out", tmp_path / "ds", "--preset", "tiny", "--max-primitives", "4")  # fmt: skip
+    r = cli(
+        "collect",
+        "--base",
+        tiny_base,
+        "--out",
+        tmp_path / "ds",
+        "--preset",
+        "tiny",
+        "--max-primitives",
+        "4",
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "--max-parts" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ds").exists()
@@ -149,10 +165,17 @@ def test_kill_nine_twice_then_resume_matches_an_unbroken_run(tmp_path, tiny_base
     args = ["collect", "--base", tiny_base, "--preset", "tiny", "--concepts", "6", *OPTS]
     out = tmp_path / "killed"
     for want in (1, 3):  # each kill lands at another moment: inside the 2nd, then the 4th concept
-        proc = subprocess.Popen([DNW, *map(str, args), "--out", out], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        wait_for(lambda w=want: len(done := finished(out)) >= w and mid_training(out, done),
-                 proc, f"a checkpoint inside concept {want + 1}")  # fmt: skip
+        proc = subprocess.Popen(
+            [DNW, *map(str, args), "--out", out],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda w=want: len(done := finished(out)) >= w and mid_training(out, done),
+            proc,
+            f"a checkpoint inside concept {want + 1}",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert len(finished(out)) < 6, "the run finished before it was killed"
@@ -181,8 +204,20 @@ def test_shards_workers_and_torchrun_make_the_same_entries(tmp_path, tiny_base):
         assert cli(*base_args, "--shard", f"{i}/2", "--out", tmp_path / "sharded").returncode == 0
     assert cli(*base_args, "--workers", "2", "--out", tmp_path / "workers").returncode == 0
     torchrun = Path(sys.executable).parent / "torchrun"
-    run = subprocess.run([str(torchrun), "--nproc-per-node", "2", DNW, *map(str, base_args), "--out", tmp_path / "ddp"],
-                         capture_output=True, text=True, env=ENV)  # fmt: skip
+    run = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc-per-node",
+            "2",
+            DNW,
+            *map(str, base_args),
+            "--out",
+            tmp_path / "ddp",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     reference, ref_states = entries(tmp_path / "one")
     for other in ("sharded", "workers", "ddp"):
@@ -213,11 +248,18 @@ def test_workers_die_with_a_killed_parent(tmp_path, tiny_base):
         "--workers",
         "2",
     ]
-    proc = subprocess.Popen([DNW, *map(str, args), "--out", tmp_path / "ds"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [DNW, *map(str, args), "--out", tmp_path / "ds"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # both workers have taken a concept each (a lock file per concept in progress)
-    wait_for(lambda: len(list((tmp_path / "ds" / ".work").glob("*/lock"))) >= 2, proc,
-             "two concepts in progress")  # fmt: skip
+    wait_for(
+        lambda: len(list((tmp_path / "ds" / ".work").glob("*/lock"))) >= 2,
+        proc,
+        "two concepts in progress",
+    )
     children = workers_of(proc.pid)
     assert len(children) == 2, f"expected 2 worker processes, found {children}"
     proc.send_signal(signal.SIGKILL)
@@ -305,12 +347,32 @@ def test_a_collection_uses_the_callers_plugin_manager(tmp_path, tiny_base):
     registries = Registries(get_plugin_manager(plugins=[_CallerPlugin()]))
     ids = training_concepts(1)
     _CountingTask.made = 0
-    data = dnw.collect(tiny_base, tmp_path / "ds", task="counting", preset="tiny", concepts=ids,
-                       checkpoints=1, max_steps=2, eval_every=2, interval=1, registries=registries)  # fmt: skip
+    data = dnw.collect(
+        tiny_base,
+        tmp_path / "ds",
+        task="counting",
+        preset="tiny",
+        concepts=ids,
+        checkpoints=1,
+        max_steps=2,
+        eval_every=2,
+        interval=1,
+        registries=registries,
+    )
     assert data.concepts == ids and data.config["task"] == "counting"
     assert _CountingTask.made == 2  # train and eval data of the one concept, by the caller's task
     with pytest.raises(dnw.DnwError, match="worker processes cannot reach"):
-        dnw.collect(tiny_base, tmp_path / "ds2", task="counting", preset="tiny", concepts=ids,
-                    checkpoints=1, max_steps=2, eval_every=2, interval=1, workers=2,
-                    registries=registries)  # fmt: skip
+        dnw.collect(
+            tiny_base,
+            tmp_path / "ds2",
+            task="counting",
+            preset="tiny",
+            concepts=ids,
+            checkpoints=1,
+            max_steps=2,
+            eval_every=2,
+            interval=1,
+            workers=2,
+            registries=registries,
+        )
     assert not (tmp_path / "ds2").exists() or not any((tmp_path / "ds2" / "shards").glob("*"))

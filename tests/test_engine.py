@@ -132,8 +132,15 @@ def _linear_run(tmp_path, max_steps, callbacks, losses=None):
         calls["eval"] += 1
         return {"w": float(net.weight.detach().sum())}
 
-    trainer = Trainer(step, max_steps=max_steps, parts={"net": net, "opt": opt}, ckpt_dir=tmp_path,
-                      evaluate=evaluate, callbacks=callbacks, progress=False)  # fmt: skip
+    trainer = Trainer(
+        step,
+        max_steps=max_steps,
+        parts={"net": net, "opt": opt},
+        ckpt_dir=tmp_path,
+        evaluate=evaluate,
+        callbacks=callbacks,
+        progress=False,
+    )
     return trainer, net, calls
 
 
@@ -224,8 +231,10 @@ def test_speed_command_prints_the_table(tmp_path, tiny_base):
 
     from denoised_weights.cli import create_cli
 
-    result = CliRunner().invoke(create_cli(), ["speed", "--preset", "tiny", "--base", str(tiny_base),
-                                               "--threads", "1", "--rounds", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        create_cli(),
+        ["speed", "--preset", "tiny", "--base", str(tiny_base), "--threads", "1", "--rounds", "1"],
+    )
     assert result.exit_code == 0, result.output
     for row in (
         "fp32 matmul",
@@ -243,8 +252,14 @@ def test_unet_reads_each_prompt_once_with_the_same_result(text_dim):
     from denoised_weights.generators.unet1d import WeightUNet1D
 
     torch.manual_seed(0)
-    net = WeightUNet1D(block_size=64, channels=(32, 64), heads=2, text_dim=text_dim,
-                       pooled_text=True, emb_head=True)  # fmt: skip
+    net = WeightUNet1D(
+        block_size=64,
+        channels=(32, 64),
+        heads=2,
+        text_dim=text_dim,
+        pooled_text=True,
+        emb_head=True,
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -253,7 +268,11 @@ def test_unet_reads_each_prompt_once_with_the_same_result(text_dim):
     mask = torch.ones(prompts, length, dtype=torch.bool)
     mask[1, 3:] = False
     index = torch.arange(prompts).repeat_interleave(blocks)
-    args = (torch.randn(prompts * blocks, 64), torch.randint(1000, (prompts * blocks,)), torch.arange(blocks).repeat(prompts))  # fmt: skip
+    args = (
+        torch.randn(prompts * blocks, 64),
+        torch.randint(1000, (prompts * blocks,)),
+        torch.arange(blocks).repeat(prompts),
+    )
     repeated = net(*args, text[index], mask[index])
     shared = net(*args, text, mask, text_index=index)
     assert torch.allclose(repeated, shared, atol=1e-5)
@@ -272,11 +291,23 @@ def test_the_time_budget_is_rank_zeros_decision(monkeypatch):
 
     monkeypatch.setattr(engine, "_broadcast_object", rank_zero_says)
     steps = []
-    trainer = Trainer(lambda i: steps.append(i) or {}, max_steps=5, max_minutes=60.0, rank=1,
-                      world=2, progress=False)  # fmt: skip
+    trainer = Trainer(
+        lambda i: steps.append(i) or {},
+        max_steps=5,
+        max_minutes=60.0,
+        rank=1,
+        world=2,
+        progress=False,
+    )
     trainer.run()
     assert steps == [] and said == [None]  # rank 1 offers nothing, follows rank 0
     monkeypatch.setattr(engine, "_broadcast_object", lambda value: False)
-    Trainer(lambda i: steps.append(i) or {}, max_steps=3, max_minutes=1e-9, rank=1, world=2,
-            progress=False).run()  # fmt: skip
+    Trainer(
+        lambda i: steps.append(i) or {},
+        max_steps=3,
+        max_minutes=1e-9,
+        rank=1,
+        world=2,
+        progress=False,
+    ).run()
     assert steps == [0, 1, 2]  # its own clock is past the budget; rank 0 says go on

@@ -102,10 +102,21 @@ def test_pip_installed_plugin(tmp_path):
     )
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(pkg)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
     dnw = Path(sys.executable).parent / "dnw"
     out = subprocess.run([str(dnw), "plugins", "--json"], capture_output=True, text=True, env=env)

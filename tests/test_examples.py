@@ -11,8 +11,17 @@ from denoised_weights.core.io import load_tensors
 from denoised_weights.generators.diffusion import DiffusionGenerator
 from denoised_weights.pipeline.fit import fit
 
-FIT = dict(text_encoder="hash", batch_size=8, max_steps=4, val_every=2, prediction_type="sample",
-           task_concepts=2, task_batch=4, objective="task", n_examples=3)  # fmt: skip
+FIT = dict(
+    text_encoder="hash",
+    batch_size=8,
+    max_steps=4,
+    val_every=2,
+    prediction_type="sample",
+    task_concepts=2,
+    task_batch=4,
+    objective="task",
+    n_examples=3,
+)
 
 
 def _examples(concept, n=3, seed=0):
@@ -24,8 +33,10 @@ def _examples(concept, n=3, seed=0):
 @pytest.fixture(scope="module")
 def example_generators(tmp_path_factory, tiny_dataset, tiny_base):
     out = tmp_path_factory.mktemp("example_generators")
-    return {mode: fit(tiny_dataset, out / mode, base=str(tiny_base), conditioning=mode, **FIT)
-            for mode in ("examples", "both")}  # fmt: skip
+    return {
+        mode: fit(tiny_dataset, out / mode, base=str(tiny_base), conditioning=mode, **FIT)
+        for mode in ("examples", "both")
+    }
 
 
 def test_an_example_conditioned_fit_saves_its_encoder_and_reads_examples(example_generators):
@@ -58,13 +69,25 @@ def test_a_both_generator_falls_back_to_the_prompt(example_generators):
 def test_fine_tuning_from_an_example_generator_reads_the_training_data(
     example_generators, tiny_base, tmp_path
 ):
-    curve = dnw.finetune(tmp_path / "ft", concept="sepia-0.8", init="generated", preset="tiny",
-                         generator=example_generators["examples"], base=tiny_base, max_steps=2,
-                         eval_every=2, n_train=8, n_eval=4, metrics=["l1"])  # fmt: skip
+    curve = dnw.finetune(
+        tmp_path / "ft",
+        concept="sepia-0.8",
+        init="generated",
+        preset="tiny",
+        generator=example_generators["examples"],
+        base=tiny_base,
+        max_steps=2,
+        eval_every=2,
+        n_train=8,
+        n_eval=4,
+        metrics=["l1"],
+    )
     assert [p["step"] for p in curve["points"]] == [0, 2]
 
 
-def test_a_killed_example_fit_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, tiny_base, fit_killed_at):  # fmt: skip
+def test_a_killed_example_fit_resumes_to_the_unbroken_model(
+    tmp_path, tiny_dataset, tiny_base, fit_killed_at
+):
     opts = {**FIT, "base": str(tiny_base), "conditioning": "examples"}
     unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
     fit_killed_at(2, tiny_dataset, tmp_path / "b", **opts)
@@ -76,7 +99,12 @@ def test_a_killed_example_fit_resumes_to_the_unbroken_model(tmp_path, tiny_datas
 
 def test_examples_need_the_task_objective(tmp_path, tiny_dataset, tiny_base):
     with pytest.raises(dnw.DnwError, match="use it with --objective task"):
-        fit(tiny_dataset, tmp_path / "g", base=str(tiny_base), **{**FIT, "objective": "weights", "conditioning": "examples"})  # fmt: skip
+        fit(
+            tiny_dataset,
+            tmp_path / "g",
+            base=str(tiny_base),
+            **{**FIT, "objective": "weights", "conditioning": "examples"},
+        )
 
 
 def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
@@ -87,8 +115,16 @@ def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
 
     write_pairs(tmp_path / "pairs", *CataloguePairs("sepia-0.8", size=32).pairs(4))
     cli = create_cli()
-    args = ["generate", "--generator", str(example_generators["examples"]), "--prompt", "x",
-            "--pairs", str(tmp_path / "pairs"), "--no-warmup"]  # fmt: skip
+    args = [
+        "generate",
+        "--generator",
+        str(example_generators["examples"]),
+        "--prompt",
+        "x",
+        "--pairs",
+        str(tmp_path / "pairs"),
+        "--no-warmup",
+    ]
     ok = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()

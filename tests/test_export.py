@@ -44,9 +44,22 @@ def test_merges(tiny_base, tiny_adapter):
 
 def test_onnx_export_parity(tmp_path, tiny_base, tiny_adapter):
     out = tmp_path / "exports" / "translator.onnx"
-    result = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", out,
-                  "--exporter", "torchscript", "--check-images", "16", "--check-size", "64",
-                  "--json")  # fmt: skip
+    result = _run(
+        "export",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        out,
+        "--exporter",
+        "torchscript",
+        "--check-images",
+        "16",
+        "--check-size",
+        "64",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["max_abs_diff"] <= 1e-4 and report["check_images"] == 16
@@ -75,8 +88,9 @@ def test_onnx_export_parity(tmp_path, tiny_base, tiny_adapter):
 
 def test_safetensors_export(tmp_path, tiny_base, tiny_adapter):
     out = tmp_path / "merged.safetensors"
-    result = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", out,
-                  "--check-size", "64")  # fmt: skip
+    result = _run(
+        "export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", out, "--check-size", "64"
+    )
     assert result.exit_code == 0, result.output
     assert "reloaded: max abs diff 0.0e+00" in result.output
     from denoised_weights.core.io import load_tensors
@@ -87,11 +101,22 @@ def test_safetensors_export(tmp_path, tiny_base, tiny_adapter):
 
 
 def test_export_refuses_what_it_cannot_do(tmp_path, tiny_base, tiny_adapter):
-    bad = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out",
-               tmp_path / "x.onnx", "--format", "safetensors")  # fmt: skip
+    bad = _run(
+        "export",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        tmp_path / "x.onnx",
+        "--format",
+        "safetensors",
+    )
     assert bad.exit_code == 1 and "make them agree" in bad.output
     (tmp_path / "dir.onnx").mkdir()
-    folder = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "dir.onnx")  # fmt: skip
+    folder = _run(
+        "export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "dir.onnx"
+    )
     assert folder.exit_code == 1 and "is a folder, not a file" in folder.output
 
 
@@ -115,8 +140,12 @@ def test_a_file_out_claims_only_that_file(tmp_path, tiny_base, tiny_adapter):
     record = json.loads((runs / "m.safetensors.run.json").read_text())
     assert record["dnw"]["command"] == "export" and record["dnw"]["file"] == "m.safetensors"
     assert sorted(p.name for p in runs.iterdir()) == [
-        "m.safetensors", "m.safetensors.json", "m.safetensors.run.json", "mine.txt", "run.json",
-    ]  # fmt: skip
+        "m.safetensors",
+        "m.safetensors.json",
+        "m.safetensors.run.json",
+        "mine.txt",
+        "run.json",
+    ]
     # the same export again reuses its own file; other settings or a foreign file are refused
     assert _run(*args, "--out", out).exit_code == 0
     before = out.read_bytes()
@@ -130,7 +159,10 @@ def test_a_file_out_claims_only_that_file(tmp_path, tiny_base, tiny_adapter):
     foreign.write_bytes(b"not mine")
     refused = _run(*args, "--out", foreign)
     assert refused.exit_code == 1 and len(_lines(refused)) == 1
-    assert _lines(refused)[0] == f"Error: --out {foreign} already exists; choose a new --out (or add --overwrite to replace that file)"  # fmt: skip
+    assert (
+        _lines(refused)[0]
+        == f"Error: --out {foreign} already exists; choose a new --out (or add --overwrite to replace that file)"
+    )
     assert foreign.read_bytes() == b"not mine" and "Traceback" not in refused.output
     assert not (runs / "foreign.safetensors.run.json").exists()
     # --overwrite replaces the named file, and only it
@@ -148,19 +180,39 @@ def test_two_exports_in_one_folder_after_generate(tmp_path, tiny_base, tiny_adap
     runs = tmp_path / "runs"
     shutil.copytree(tiny_adapter, runs / "sepia")
     for name in ("sepia.onnx", "sepia.safetensors"):
-        result = _run("export", "--base", tiny_base, "--adapter", runs / "sepia", "--out", runs / name,
-                      "--exporter", "torchscript", "--check-images", "2", "--check-size", "32")  # fmt: skip
+        result = _run(
+            "export",
+            "--base",
+            tiny_base,
+            "--adapter",
+            runs / "sepia",
+            "--out",
+            runs / name,
+            "--exporter",
+            "torchscript",
+            "--check-images",
+            "2",
+            "--check-size",
+            "32",
+        )
         assert result.exit_code == 0, result.output
     assert {p.name for p in runs.iterdir()} == {
-        "sepia", "sepia.onnx", "sepia.onnx.json", "sepia.onnx.run.json",
-        "sepia.safetensors", "sepia.safetensors.json", "sepia.safetensors.run.json",
-    }  # fmt: skip
+        "sepia",
+        "sepia.onnx",
+        "sepia.onnx.json",
+        "sepia.onnx.run.json",
+        "sepia.safetensors",
+        "sepia.safetensors.json",
+        "sepia.safetensors.run.json",
+    }
 
 
 def test_a_folder_out_is_still_claimed_whole(tmp_path, tiny_base, tiny_adapter):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep me")
-    busy = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "busy")  # fmt: skip
+    busy = _run(
+        "export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "busy"
+    )
     assert busy.exit_code == 1 and "already holds" in busy.output
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
 
@@ -168,8 +220,18 @@ def test_a_folder_out_is_still_claimed_whole(tmp_path, tiny_base, tiny_adapter):
 def test_onnx_export_dynamo(tmp_path, tiny_base, tiny_adapter):
     """torch.export-based exporter (the default): dynamic batch, height and width."""
     out = tmp_path / "m.onnx"
-    result = _run("export", "--base", tiny_base, "--adapter", tiny_adapter, "--out", out,
-                  "--check-size", "64", "--json")  # fmt: skip
+    result = _run(
+        "export",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        out,
+        "--check-size",
+        "64",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["exporter"] == "dynamo" and report["dynamic"] == ["batch", "height", "width"]

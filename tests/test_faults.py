@@ -127,8 +127,12 @@ def huge_png(path: Path, side: int = 20000) -> None:
     row = b"\x00" + b"\x80" * side
     body = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))  # fmt: skip
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
 
 
 # -- the cases ---------------------------------------------------------------------------------
@@ -138,7 +142,23 @@ FIT = ["fit", "--data", "data", "--text-encoder", "hash", "--max-steps", "2", "-
 
 
 def finished_finetune(ws: WS, *extra: str) -> None:
-    result = run(ws, [*FT, "--pairs", "pairs", "--prompt", "x", "--init", "standard", "--base", "base", "--out", "ft", *extra])  # fmt: skip
+    result = run(
+        ws,
+        [
+            *FT,
+            "--pairs",
+            "pairs",
+            "--prompt",
+            "x",
+            "--init",
+            "standard",
+            "--base",
+            "base",
+            "--out",
+            "ft",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -160,7 +180,6 @@ class Case:
     exit: int | None = None  # None: any non-zero
 
 
-# fmt: off
 CASES = [
     # 1. existing folders are never deleted, and nothing is written inside the package
     Case("generate-into-a-base", [*GEN, "--out", "base"], "already holds the output of 'dnw base'"),
@@ -635,7 +654,6 @@ CASES = [
         lambda ws: overwrite_values(first(ws.data / "shards", "*.safetensors"), 0x3F),
     ),
 ]
-# fmt: on
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -726,10 +744,32 @@ def test_list_concepts_takes_a_pattern(ws):
 def test_ctrl_c_says_how_to_resume(ws):
     env = {**os.environ, "DNW_PLUGINS": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [DNW, "finetune", "--pairs", "pairs", "--prompt", "x", "--init", "scratch", "--preset", "tiny",
-         "--max-steps", "100000", "--eval-every", "5", "--metrics", "l1", "--out", "ft"],
-        cwd=ws.root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            DNW,
+            "finetune",
+            "--pairs",
+            "pairs",
+            "--prompt",
+            "x",
+            "--init",
+            "scratch",
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "100000",
+            "--eval-every",
+            "5",
+            "--metrics",
+            "l1",
+            "--out",
+            "ft",
+        ],
+        cwd=ws.root,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (ws.ft / "checkpoint" / "checkpoint.json").is_file():
         time.sleep(0.2)
@@ -758,9 +798,28 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_run(ws, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(E2GAN, "training_phases", step)
-    result = run(ws, ["finetune", "--pairs", "pairs", "--prompt", "x", "--init", "scratch",
-                      "--preset", "tiny", "--max-steps", "50", "--eval-every", "5", "--metrics", "l1",
-                      "--out", "lost"])  # fmt: skip
+    result = run(
+        ws,
+        [
+            "finetune",
+            "--pairs",
+            "pairs",
+            "--prompt",
+            "x",
+            "--init",
+            "scratch",
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "50",
+            "--eval-every",
+            "5",
+            "--metrics",
+            "l1",
+            "--out",
+            "lost",
+        ],
+    )
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines()[-1].startswith("Error: interrupted;")
     assert len(steps) == 3  # stopped before a fourth step
@@ -768,9 +827,32 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_run(ws, monkeypatch):
 
 def test_two_collects_on_one_folder_share_the_work(ws):
     env = {**os.environ, "DNW_PLUGINS": "", "OMP_NUM_THREADS": "1"}
-    args = [DNW, "collect", "--base", "base", "--preset", "tiny", "--concepts", "3", "--checkpoints", "2",
-            "--max-steps", "6", "--eval-every", "3", "--interval", "3", "--out", "shared"]  # fmt: skip
-    procs = [subprocess.Popen(args, cwd=ws.root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) for _ in range(2)]  # fmt: skip
+    args = [
+        DNW,
+        "collect",
+        "--base",
+        "base",
+        "--preset",
+        "tiny",
+        "--concepts",
+        "3",
+        "--checkpoints",
+        "2",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--interval",
+        "3",
+        "--out",
+        "shared",
+    ]
+    procs = [
+        subprocess.Popen(
+            args, cwd=ws.root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all("Traceback" not in o for o in outs)
@@ -788,8 +870,19 @@ def test_collect_redoes_damaged_and_missing_concepts(ws):
     overwrite_values(shards[0], 0x3F)
     shards[1].unlink()
     said: list[str] = []
-    dataset = dnw.collect(ws.base, ws.data, preset="tiny", n_concepts=4, checkpoints=2, max_steps=6,
-                          eval_every=3, interval=3, n_train=12, n_eval=6, echo=said.append)  # fmt: skip
+    dataset = dnw.collect(
+        ws.base,
+        ws.data,
+        preset="tiny",
+        n_concepts=4,
+        checkpoints=2,
+        max_steps=6,
+        eval_every=3,
+        interval=3,
+        n_train=12,
+        n_eval=6,
+        echo=said.append,
+    )
     assert any("2 damaged or incomplete concept(s) set aside" in s for s in said), said
     assert dataset.verify() == [] and len(dataset.concepts) == 4
     assert (ws.data / "shards" / (shards[0].name + ".damaged")).is_file()  # kept, not deleted

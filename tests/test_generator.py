@@ -24,8 +24,13 @@ def test_unet_save_load_round_trip(tmp_path, extras):
     model = WeightUNet1D(
         block_size=64, patch=16, channels=(16, 32), heads=2, text_dim=8, **extras
     ).eval()
-    args = (torch.randn(3, 64), torch.tensor([1, 500, 999]), torch.tensor([0, 1, 2]), torch.randn(3, 4, 8),
-            torch.ones(3, 4, dtype=torch.bool))  # fmt: skip
+    args = (
+        torch.randn(3, 64),
+        torch.tensor([1, 500, 999]),
+        torch.tensor([0, 1, 2]),
+        torch.randn(3, 4, 8),
+        torch.ones(3, 4, dtype=torch.bool),
+    )
     torch.nn.init.normal_(model.conv_out.weight)  # zero-initialised output: make it matter
     if extras:
         torch.nn.init.normal_(model.direct_head[-1].weight)
@@ -97,7 +102,9 @@ def test_a_generator_saved_before_centring_still_loads(tmp_path, tiny_generator)
     mean = load_tensors(old / "mean_blocks.safetensors")[0]["mean"]
     save_tensors(old / "mean_blocks.safetensors", {"mean": mean})
     gen = DiffusionGenerator(old)
-    assert torch.equal(gen.offset, torch.zeros_like(mean)) and torch.equal(gen.scale, torch.ones_like(mean))  # fmt: skip
+    assert torch.equal(gen.offset, torch.zeros_like(mean)) and torch.equal(
+        gen.scale, torch.ones_like(mean)
+    )
     near_mean = gen.generate_blocks("warm sepia photo", timestep=0, start="mean")
     assert (near_mean - mean).norm() / mean.norm() < 0.05
 
@@ -111,20 +118,51 @@ def test_fit_refuses_to_resume_with_other_options(tmp_path, tiny_dataset, monkey
 
     monkeypatch.setattr(diffusion, "plot_history", crash)  # dies after training: checkpoint kept
     with pytest.raises(RuntimeError):
-        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1)  # fmt: skip
+        diffusion.fit(
+            tiny_dataset,
+            tmp_path / "g",
+            text_encoder="hash",
+            batch_size=8,
+            max_steps=2,
+            val_every=1,
+        )
     assert (tmp_path / "g" / "checkpoint").is_dir()
     with pytest.raises(DnwError, match=r"other (options|settings)"):
-        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, center=False)  # fmt: skip
+        diffusion.fit(
+            tiny_dataset,
+            tmp_path / "g",
+            text_encoder="hash",
+            batch_size=8,
+            max_steps=2,
+            val_every=1,
+            center=False,
+        )
     with pytest.raises(DnwError, match=r"other (options|settings)"):
-        diffusion.fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1, noisy_share=0.5)  # fmt: skip
+        diffusion.fit(
+            tiny_dataset,
+            tmp_path / "g",
+            text_encoder="hash",
+            batch_size=8,
+            max_steps=2,
+            val_every=1,
+            noisy_share=0.5,
+        )
 
 
-def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path, tiny_dataset, fit_killed_at):  # fmt: skip
+def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(
+    tmp_path, tiny_dataset, fit_killed_at
+):
     from denoised_weights.core.io import load_tensors
     from denoised_weights.pipeline.fit import fit
 
-    opts = dict(text_encoder="hash", batch_size=8, max_steps=6, val_every=2, lr_schedule="cosine",
-                warmup_steps=1)  # fmt: skip
+    opts = dict(
+        text_encoder="hash",
+        batch_size=8,
+        max_steps=6,
+        val_every=2,
+        lr_schedule="cosine",
+        warmup_steps=1,
+    )
     unbroken = fit(tiny_dataset, tmp_path / "a", **opts)
     fit_killed_at(4, tiny_dataset, tmp_path / "b", **opts)
     with pytest.raises(
@@ -132,7 +170,10 @@ def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path,
     ):  # the decay is laid out over max_steps
         fit(tiny_dataset, tmp_path / "b", **{**opts, "max_steps": 8})
     resumed = fit(tiny_dataset, tmp_path / "b", **opts)
-    weights = [load_tensors(d / "model" / "diffusion_pytorch_model.safetensors")[0] for d in (unbroken, resumed)]  # fmt: skip
+    weights = [
+        load_tensors(d / "model" / "diffusion_pytorch_model.safetensors")[0]
+        for d in (unbroken, resumed)
+    ]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     histories = [json.loads((d / "val_loss.json").read_text()) for d in (unbroken, resumed)]
@@ -146,17 +187,36 @@ def test_a_fit_killed_after_a_checkpoint_resumes_to_the_unbroken_model(tmp_path,
 def test_the_default_schedule_keeps_the_learning_rate(tmp_path, tiny_dataset):
     from denoised_weights.pipeline.fit import fit
 
-    out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=4,
-              val_every=2, lr=3e-4, warmup_steps=0)  # fmt: skip
-    assert [r.get("lr") for r in json.loads((out / "val_loss.json").read_text())] == [None, 3e-4, 3e-4]  # fmt: skip
+    out = fit(
+        tiny_dataset,
+        tmp_path / "g",
+        text_encoder="hash",
+        batch_size=8,
+        max_steps=4,
+        val_every=2,
+        lr=3e-4,
+        warmup_steps=0,
+    )
+    assert [r.get("lr") for r in json.loads((out / "val_loss.json").read_text())] == [
+        None,
+        3e-4,
+        3e-4,
+    ]
     assert json.loads((out / "run.json").read_text())["config"]["lr_schedule"] == "constant"
 
 
 def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_path, tiny_dataset):
     from denoised_weights.pipeline.fit import fit
 
-    out = fit(tiny_dataset, tmp_path / "g", text_encoder="hash", batch_size=8, max_steps=2, val_every=1,
-              prediction_type="sample")  # fmt: skip
+    out = fit(
+        tiny_dataset,
+        tmp_path / "g",
+        text_encoder="hash",
+        batch_size=8,
+        max_steps=2,
+        val_every=1,
+        prediction_type="sample",
+    )
     info = json.loads((out / "generator.json").read_text())
     assert (info["prediction_type"], info["default_timestep"], info["default_start"]) == (
         "sample",
@@ -279,9 +339,33 @@ def test_every_init_fine_tunes_end_to_end(tmp_path, tiny_base, tiny_dataset, tin
 
     src = CataloguePairs("sepia-0.8", size=32)
     write_pairs(tmp_path / "pairs", *src.pairs(12))
-    result = run("finetune", "--pairs", tmp_path / "pairs", "--prompt", "sepia", "--init", init, "--base", tiny_base,
-                 "--generator", tiny_generator, "--data", tiny_dataset, "--preset", "tiny", "--max-steps", "2",
-                 "--eval-every", "2", "--batch-size", "2", "--metrics", "l1", "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "finetune",
+        "--pairs",
+        tmp_path / "pairs",
+        "--prompt",
+        "sepia",
+        "--init",
+        init,
+        "--base",
+        tiny_base,
+        "--generator",
+        tiny_generator,
+        "--data",
+        tiny_dataset,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--metrics",
+        "l1",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     curve = json.loads((tmp_path / "out" / "curve.json").read_text())
     assert curve["init"] == init and curve["init_seconds"] > 0
@@ -294,8 +378,21 @@ def test_initialisers_need_their_inputs(tmp_path, tiny_base):
         ("mean", "needs --data"),
         ("bogus", "unknown generator"),
     ]:
-        result = run("finetune", "--pairs", tmp_path, "--prompt", "x", "--init", init, "--base", tiny_base,
-                     "--preset", "tiny", "--out", tmp_path / "o")  # fmt: skip
+        result = run(
+            "finetune",
+            "--pairs",
+            tmp_path,
+            "--prompt",
+            "x",
+            "--init",
+            init,
+            "--base",
+            tiny_base,
+            "--preset",
+            "tiny",
+            "--out",
+            tmp_path / "o",
+        )
         assert result.exit_code == 1 and message in result.stderr, result.stderr
 
 
@@ -337,10 +434,15 @@ def test_fine_handles_layers_with_fewer_channels_than_the_rank(tiny_dataset):
     g = torch.Generator().manual_seed(0)
     fine = FineInit(tiny_dataset)
     fine.__dict__["states"] = [
-        ({"concept": str(i)}, {"out.lora_A.weight": torch.randn(4, 8, 3, 3, generator=g),
-                               "out.lora_B.weight": torch.randn(3, 4, 1, 1, generator=g)})
+        (
+            {"concept": str(i)},
+            {
+                "out.lora_A.weight": torch.randn(4, 8, 3, 3, generator=g),
+                "out.lora_B.weight": torch.randn(3, 4, 1, 1, generator=g),
+            },
+        )
         for i in range(5)
-    ]  # fmt: skip
+    ]
     state = fine.generate("anything")
     assert state["out.lora_B.weight"].shape == (3, 4, 1, 1)
     assert state["out.lora_A.weight"].shape == (4, 8, 3, 3)
@@ -361,8 +463,15 @@ def test_unet_learns_which_block_each_prompt_wants():
     n_blocks, size = 6, 64
     targets = torch.randn(2, n_blocks, size)  # two concepts, each with its own blocks
     tokens, mask = HashEncoder(dim=8).encode(["warm sepia photo", "cold blue photo"])
-    model = WeightUNet1D(block_size=size, patch=16, channels=(16, 32), heads=2, text_dim=8,
-                         pooled_text=True, emb_head=True)  # fmt: skip
+    model = WeightUNet1D(
+        block_size=size,
+        patch=16,
+        channels=(16, 32),
+        heads=2,
+        text_dim=8,
+        pooled_text=True,
+        emb_head=True,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     index = torch.arange(n_blocks).repeat(2)
     concept = torch.arange(2).repeat_interleave(n_blocks)

@@ -195,9 +195,27 @@ def test_dnw_pairs_source_instruct_pix2pix(tmp_path, model_dir):
     def run(*args):
         return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
-    args = ["pairs", "--source", "instruct-pix2pix", "--model", model_dir, "--prompt", PROMPT,
-            "--photos", photos, "-n", "3", "--size", "32", "--device", "cpu",
-            "-S", "steps=2", "-S", "batch_size=2"]  # fmt: skip
+    args = [
+        "pairs",
+        "--source",
+        "instruct-pix2pix",
+        "--model",
+        model_dir,
+        "--prompt",
+        PROMPT,
+        "--photos",
+        photos,
+        "-n",
+        "3",
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+        "-S",
+        "steps=2",
+        "-S",
+        "batch_size=2",
+    ]
     result = run(*args, "--out", tmp_path / "p")
     assert result.exit_code == 0, result.output
     assert f"wrote 3 pairs of instruct-pix2pix ({PROMPT})" in result.output
@@ -233,17 +251,68 @@ def test_base_and_collect_draw_their_pairs_from_instruct_pix2pix(tmp_path, model
     def run(*args):
         return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
-    source = ["--source", "instruct-pix2pix", "--model", model_dir, "--photos", photos,
-              "-S", "steps=1", "-S", "device=cpu", "-S", "batch_size=4"]  # fmt: skip
-    made = run("base", "--preset", "tiny", "--steps", "2", "--concepts", "1", "--pairs-per-concept", "2",
-               "--eval-every", "1", *source, "--out", tmp_path / "base")  # fmt: skip
+    source = [
+        "--source",
+        "instruct-pix2pix",
+        "--model",
+        model_dir,
+        "--photos",
+        photos,
+        "-S",
+        "steps=1",
+        "-S",
+        "device=cpu",
+        "-S",
+        "batch_size=4",
+    ]
+    made = run(
+        "base",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--concepts",
+        "1",
+        "--pairs-per-concept",
+        "2",
+        "--eval-every",
+        "1",
+        *source,
+        "--out",
+        tmp_path / "base",
+    )
     assert made.exit_code == 0, made.output
-    options = {"photos_dir": str(photos), "source": "instruct-pix2pix", "model_dir": str(model_dir),
-               "source_options": {"steps": 1, "device": "cpu", "batch_size": 4}}  # fmt: skip
+    options = {
+        "photos_dir": str(photos),
+        "source": "instruct-pix2pix",
+        "model_dir": str(model_dir),
+        "source_options": {"steps": 1, "device": "cpu", "batch_size": 4},
+    }
     assert json.loads((tmp_path / "base" / "base.json").read_text())["task_options"] == options
-    made = run("collect", "--base", tmp_path / "base", "--preset", "tiny", "--concepts", "1",
-               "--checkpoints", "1", "--max-steps", "1", "--eval-every", "1", "--interval", "1",
-               "--n-train", "2", "--n-eval", "2", *source, "--out", tmp_path / "data")  # fmt: skip
+    made = run(
+        "collect",
+        "--base",
+        tmp_path / "base",
+        "--preset",
+        "tiny",
+        "--concepts",
+        "1",
+        "--checkpoints",
+        "1",
+        "--max-steps",
+        "1",
+        "--eval-every",
+        "1",
+        "--interval",
+        "1",
+        "--n-train",
+        "2",
+        "--n-eval",
+        "2",
+        *source,
+        "--out",
+        tmp_path / "data",
+    )
     assert made.exit_code == 0, made.output
     assert "1 concepts, 1 entries" in made.output
     assert json.loads((tmp_path / "data" / "dataset.json").read_text())["task_options"] == options
@@ -253,8 +322,15 @@ def test_base_and_collect_draw_their_pairs_from_instruct_pix2pix(tmp_path, model
     arch = dnw.create_architecture("e2gan", "tiny")
     concept = task.select_concepts("train", n=1)[0]
     data = task.make_data(concept, arch=arch, split="train", n=2, seed=3)
-    a, b = InstructPix2PixPairs(concept.prompt, model_dir, size=32, photos_dir=str(photos), steps=1,
-                                device="cpu", batch_size=4).pairs(2, seed=3)  # fmt: skip
+    a, b = InstructPix2PixPairs(
+        concept.prompt,
+        model_dir,
+        size=32,
+        photos_dir=str(photos),
+        steps=1,
+        device="cpu",
+        batch_size=4,
+    ).pairs(2, seed=3)
     assert torch.equal(data["A"], a) and torch.equal(data["B"], b)
     plain = dnw.create_task("image-translation", photos_dir=str(photos))
     assert not torch.equal(plain.make_data(concept, arch=arch, split="train", n=2, seed=3)["B"], b)
@@ -263,9 +339,12 @@ def test_base_and_collect_draw_their_pairs_from_instruct_pix2pix(tmp_path, model
     for args, message in [
         (["--source", "catalogue", "--model", model_dir], "--source catalogue takes no --model"),
         (["--source", "instruct-pix2pix"], "--source instruct-pix2pix needs --model"),
-        (["--source", "instruct-pix2pix", "--model", model_dir, "-S", "angle=3"], "has no option 'angle'"),
+        (
+            ["--source", "instruct-pix2pix", "--model", model_dir, "-S", "angle=3"],
+            "has no option 'angle'",
+        ),
         (["--task", "digits", "--source", "catalogue"], "task 'digits' rejected its options"),
-    ]:  # fmt: skip
+    ]:
         bad = run("base", "--preset", "tiny", "--steps", "1", *args, "--out", tmp_path / "bad")
         lines = bad.stderr.strip().splitlines()
         assert bad.exit_code == 1 and len(lines) == 1 and message in lines[0], bad.output

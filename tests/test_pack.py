@@ -20,8 +20,20 @@ def run(*args):
     return CliRunner().invoke(create_cli(get_plugin_manager()), [str(a) for a in args])
 
 
-def test_pack_has_provenance_and_drives_generate(tmp_path, tiny_base, tiny_generator, tiny_dataset, monkeypatch):  # fmt: skip
-    result = run("pack", "--base", tiny_base, "--generator", tiny_generator, "--data", tiny_dataset, "--out", tmp_path / "pack")  # fmt: skip
+def test_pack_has_provenance_and_drives_generate(
+    tmp_path, tiny_base, tiny_generator, tiny_dataset, monkeypatch
+):
+    result = run(
+        "pack",
+        "--base",
+        tiny_base,
+        "--generator",
+        tiny_generator,
+        "--data",
+        tiny_dataset,
+        "--out",
+        tmp_path / "pack",
+    )
     assert result.exit_code == 0, result.output
     prov = json.loads((tmp_path / "pack" / "provenance.json").read_text())
     assert prov["preset"] == "tiny" and prov["generator"]["text_encoder"] == "hash"
@@ -75,8 +87,10 @@ def test_demo_starts_from_the_shipped_pack(tmp_path):
         pytest.skip("this installation ships no pack")
     proc = subprocess.run(
         [DNW, "demo", "--workdir", str(tmp_path), "--max-steps", "10"],
-        capture_output=True, text=True, env={**os.environ, "DNW_PLUGINS": ""},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DNW_PLUGINS": ""},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pretrained pack" in proc.stdout and "| generated |" in proc.stdout
     res = json.loads((tmp_path / "results.json").read_text())

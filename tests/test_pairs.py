@@ -98,8 +98,21 @@ def _broken(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["orphan", "truncated", "text", "empty", "missing"])
 def test_broken_pairs_folder_is_a_one_line_error(tmp_path, kind):
     root, message = _broken(tmp_path, kind)
-    result = run("finetune", "--pairs", root, "--prompt", "x", "--init", "scratch", "--preset", "tiny",
-                 "--max-steps", "1", "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "finetune",
+        "--pairs",
+        root,
+        "--prompt",
+        "x",
+        "--init",
+        "scratch",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "1",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -148,8 +161,19 @@ def test_pairs_sources_are_chosen_by_name_from_the_registry(tmp_path):
         "Error: unknown pair-source 'nope' (known: catalogue, flip, folder, instruct-pix2pix; "
         "see 'dnw list pair-sources')"
     )
-    made = run_with("pairs", "--source", "flip", "-S", "axis=2", "-n", "2", "--size", "8",
-                    "--out", tmp_path / "f")  # fmt: skip
+    made = run_with(
+        "pairs",
+        "--source",
+        "flip",
+        "-S",
+        "axis=2",
+        "-n",
+        "2",
+        "--size",
+        "8",
+        "--out",
+        tmp_path / "f",
+    )
     assert made.exit_code == 0, made.output
     a, b = FolderPairs(tmp_path / "f", size=8).all_pairs()
     assert torch.allclose(b, a.flip(2), atol=1 / 255)

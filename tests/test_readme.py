@@ -37,21 +37,34 @@ BIN = Path(sys.executable).parent
 #: README's where the line has the option, else the option is added
 TINY: list[tuple[str, str | None, dict[str, str]]] = [
     ("base", None, {"--preset": "tiny", "--steps": "4", "--concepts": "4"}),
-    ("collect", None, {"--preset": "tiny", "--concepts": "3", "--checkpoints": "2",
-                       "--max-steps": "4", "--eval-every": "2", "--interval": "2"}),
+    (
+        "collect",
+        None,
+        {
+            "--preset": "tiny",
+            "--concepts": "3",
+            "--checkpoints": "2",
+            "--max-steps": "4",
+            "--eval-every": "2",
+            "--interval": "2",
+        },
+    ),
     ("fit", None, {"--max-steps": "4", "--batch-size": "16", "--val-every": "2"}),
     ("fit", "--objective", {"--task-concepts": "2", "--task-batch": "4"}),
     ("pairs", None, {"-n": "8"}),
     ("finetune", None, {"--max-steps": "2", "--eval-every": "1"}),
     ("finetune", "--concept", {"--n-train": "8", "--n-eval": "4"}),
     ("finetune", "--base runs/base", {"--preset": "tiny"}),  # the README's base is small
-    ("compare", None, {"--preset": "tiny", "--max-steps": "2", "--eval-every": "1",
-                       "--metrics": "l1"}),
+    (
+        "compare",
+        None,
+        {"--preset": "tiny", "--max-steps": "2", "--eval-every": "1", "--metrics": "l1"},
+    ),
     ("benchmark", None, {"--preset": "smoke", "--seeds": "1", "--max-steps": "2"}),
     ("benchmark", "--task digits", {"--preset": "tiny", "--max-steps": "2"}),
     ("export", None, {"--check-images": "2", "--check-size": "64"}),
     ("speed", None, {"--threads": "1", "--rounds": "1"}),
-]  # fmt: skip
+]
 SKIPPED = ("make", "pip")
 #: README lines that fail today, with the reason: the test checks that they still fail (so a
 #: fix shows up here) and that every other line passes
@@ -159,8 +172,15 @@ def test_every_readme_command_runs(tmp_path):
 
 def run_line(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
     """Run one command line in its own process group; a hung one is killed with its children."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

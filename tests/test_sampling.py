@@ -28,12 +28,27 @@ N_BEFORE, HELD_BEFORE = 584, 73
 HASH_BEFORE = "810a6b8204c807488ac6310ca0eaa9ae86354a7ca003ec2d56d510fe920915b3"
 HELD_HASH_BEFORE = "b0cee37eb93072d2608ad561318e625b96cd1d6a7a8a215b96bcd9cdd88e810c"
 #: identity values whose train gap sampling skips, as the train grids do
-NEUTRAL = {"gamma.gamma": 1.0, "contrast.factor": 1.0, "brightness.delta": 0.0,
-           "exposure.stops": 0.0, "hue_rotate.degrees": 0.0, "saturation.factor": 1.0,
-           "temperature.shift": 0.0}  # fmt: skip
+NEUTRAL = {
+    "gamma.gamma": 1.0,
+    "contrast.factor": 1.0,
+    "brightness.delta": 0.0,
+    "exposure.stops": 0.0,
+    "hue_rotate.degrees": 0.0,
+    "saturation.factor": 1.0,
+    "temperature.shift": 0.0,
+}
 DECIMALS = {"local_contrast.clip_limit": 1, "hue_rotate.degrees": 0, "motion_blur.angle": 0}
-WHOLE = {"posterize.bits", "cartoon.levels", "median.radius", "oil_paint.radius", "halftone.cell",
-         "pixelate.block", "channel_swap.order", "false_colour.palette", "motion_blur.length"}  # fmt: skip
+WHOLE = {
+    "posterize.bits",
+    "cartoon.levels",
+    "median.radius",
+    "oil_paint.radius",
+    "halftone.cell",
+    "pixelate.block",
+    "channel_swap.order",
+    "false_colour.palette",
+    "motion_blur.length",
+}
 HUES = {"tint.hue", "duotone.shadow_hue", "duotone.highlight_hue"}
 
 

@@ -29,8 +29,15 @@ def tiny_app(tmp_path_factory, tiny_base, tiny_generator):
     from denoised_weights.plugins.image_translation.serve import serve
 
     workdir = tmp_path_factory.mktemp("serve")
-    app, studio = serve(port=_free_port(), workdir=workdir, base=tiny_base,
-                        generator=tiny_generator, preset="tiny", block=False, echo=lambda _: None)  # fmt: skip
+    app, studio = serve(
+        port=_free_port(),
+        workdir=workdir,
+        base=tiny_base,
+        generator=tiny_generator,
+        preset="tiny",
+        block=False,
+        echo=lambda _: None,
+    )
     yield app, studio, workdir
     app.close()
     studio.close()
@@ -69,8 +76,9 @@ def test_two_sessions_keep_their_own_runs(tiny_app):
     results: list = [None, None]
 
     def go(i):
-        results[i] = clients[i].predict(f"prompt number {i}", "skimage/coffee", None,
-                                        api_name="/preview")  # fmt: skip
+        results[i] = clients[i].predict(
+            f"prompt number {i}", "skimage/coffee", None, api_name="/preview"
+        )
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
     for t in threads:
@@ -93,8 +101,9 @@ def test_two_sessions_keep_their_own_runs(tiny_app):
 def test_finetune_streams_its_curve(tiny_app):
     app, _, _ = tiny_app
     client = _client(app)
-    job = client.submit("gamma-2.2", "", None, None, 10, False, "skimage/chelsea", None,
-                        api_name="/finetune")  # fmt: skip
+    job = client.submit(
+        "gamma-2.2", "", None, None, 10, False, "skimage/chelsea", None, api_name="/finetune"
+    )
     outputs = list(job)
     assert outputs, job.status()
     last_plot, last_note, _ = outputs[-1]
@@ -108,8 +117,9 @@ def test_finetune_streams_its_curve(tiny_app):
 def test_stop_ends_the_run(tiny_app):
     app, studio, _ = tiny_app
     client = _client(app)
-    job = client.submit("gamma-2.2", "", None, None, 400, True, "skimage/chelsea", None,
-                        api_name="/finetune")  # fmt: skip
+    job = client.submit(
+        "gamma-2.2", "", None, None, 400, True, "skimage/chelsea", None, api_name="/finetune"
+    )
     deadline = time.monotonic() + 60
     while not studio.running(client.session_hash) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -130,8 +140,9 @@ def test_page_in_chromium(tmp_path):
     if chromium is None:
         pytest.skip("no chromium (apt-get install -y chromium)")
     t0 = time.perf_counter()
-    app, studio = serve(port=_free_port(), workdir=tmp_path / "work", block=False,
-                        echo=lambda _: None)  # fmt: skip
+    app, studio = serve(
+        port=_free_port(), workdir=tmp_path / "work", block=False, echo=lambda _: None
+    )
     started = time.perf_counter() - t0
     browser = Browser(chromium)
     try:
@@ -141,30 +152,43 @@ def test_page_in_chromium(tmp_path):
             "document.readyState === 'complete' && !!document.querySelector('#prompt textarea')"
         )
         loaded = time.perf_counter() - t1
-        first = "document.querySelectorAll('#preview img').length >= 2 && [...document.querySelectorAll('#preview img')].every(i => i.complete && i.naturalWidth > 0)"  # fmt: skip
+        first = "document.querySelectorAll('#preview img').length >= 2 && [...document.querySelectorAll('#preview img')].every(i => i.complete && i.naturalWidth > 0)"
         browser.wait_for(first, timeout=120)
         first_preview = time.perf_counter() - t1
         srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
         prompt = "a pencil sketch with medium 2-pixel strokes"
-        browser.js("(() => { const t = document.querySelector('#prompt textarea'); t.focus(); t.select(); return true; })()")  # fmt: skip
+        browser.js(
+            "(() => { const t = document.querySelector('#prompt textarea'); t.focus(); t.select(); return true; })()"
+        )
         browser.type_text(prompt)
         browser.press_enter()
         browser.wait_for(
             f"document.querySelector('#note').innerText.includes({prompt!r})", timeout=120
         )
-        browser.wait_for(f"{first} && [...document.querySelectorAll('#preview img')].map(i => i.src).join() !== {','.join(srcs)!r}", timeout=60)  # fmt: skip
+        browser.wait_for(
+            f"{first} && [...document.querySelectorAll('#preview img')].map(i => i.src).join() !== {','.join(srcs)!r}",
+            timeout=60,
+        )
         time.sleep(1.0)  # let the slider settle
         png = browser.screenshot()
-        box = browser.js("(() => { const r = document.querySelector('#preview').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()")  # fmt: skip
+        box = browser.js(
+            "(() => { const r = document.querySelector('#preview').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()"
+        )
         new_srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
         # a fine-tune of 50 steps from the page: its curve shows while it runs
         browser.js(
             "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Fine-tune').click()"
         )
         t2 = time.perf_counter()
-        browser.wait_for(r"/generated: step [1-9][0-9]*\/50/.test(document.querySelector('#ft-note')?.innerText || '')", timeout=180)  # fmt: skip
+        browser.wait_for(
+            r"/generated: step [1-9][0-9]*\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
+            timeout=180,
+        )
         first_points = time.perf_counter() - t2
-        browser.wait_for(r"/generated: step ([2-9][0-9])\/50/.test(document.querySelector('#ft-note')?.innerText || '')", timeout=180)  # fmt: skip
+        browser.wait_for(
+            r"/generated: step ([2-9][0-9])\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
+            timeout=180,
+        )
         time.sleep(1.0)
         running_png = browser.screenshot()
         running_note = browser.js("document.querySelector('#ft-note').innerText")
@@ -174,9 +198,14 @@ def test_page_in_chromium(tmp_path):
         import urllib.request
 
         shown = [
-            np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())).convert("RGB"), np.float32)
+            np.asarray(
+                Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())).convert(
+                    "RGB"
+                ),
+                np.float32,
+            )
             for src in new_srcs[:2]
-        ]  # fmt: skip
+        ]
     finally:
         browser.close()
         app.close()
@@ -192,6 +221,8 @@ def test_page_in_chromium(tmp_path):
     # the translated image the page shows differs from the photo it was made from
     before, after = shown
     assert before.shape == after.shape and np.abs(before - after).mean() > 5
-    print(f"serve start-up {started:.1f} s; page load {loaded:.1f} s; "
-          f"page load to first preview {first_preview:.1f} s; fine-tune click to its first "
-          f"curve point past step 0 {first_points:.1f} s")  # fmt: skip
+    print(
+        f"serve start-up {started:.1f} s; page load {loaded:.1f} s; "
+        f"page load to first preview {first_preview:.1f} s; fine-tune click to its first "
+        f"curve point past step 0 {first_points:.1f} s"
+    )

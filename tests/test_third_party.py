@@ -20,10 +20,21 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("points")
     shutil.copytree(SOURCE, root / "src")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(root / "site"), str(root / "src")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(root / "site"),
+            str(root / "src"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
@@ -52,15 +63,71 @@ def test_the_plugin_is_discovered(site):
 def test_collect_fit_generate_finetune_through_the_cli(site):
     steps = [
         ("base", "--task", "points", "--out", "base", "--steps", "30"),
-        ("collect", "--task", "points", "--base", "base", "--out", "data", "--checkpoints", "2",
-         "--max-steps", "20", "--eval-every", "10", "--interval", "5"),
-        ("fit", "--data", "data", "--out", "gen", "--text-encoder", "hash", "--max-steps", "20",
-         "--val-every", "10", "--batch-size", "32", "--prediction", "sample"),
-        ("generate", "--generator", "gen", "--prompt", "rotate the plane by 45 degrees", "--out", "adapter",
-         "--json", "--no-warmup"),
-        ("finetune", "--task", "points", "--concept", "rotate-45", "--init", "generated", "--base", "base",
-         "--generator", "gen", "--max-steps", "20", "--eval-every", "10", "--out", "ft"),
-    ]  # fmt: skip
+        (
+            "collect",
+            "--task",
+            "points",
+            "--base",
+            "base",
+            "--out",
+            "data",
+            "--checkpoints",
+            "2",
+            "--max-steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--interval",
+            "5",
+        ),
+        (
+            "fit",
+            "--data",
+            "data",
+            "--out",
+            "gen",
+            "--text-encoder",
+            "hash",
+            "--max-steps",
+            "20",
+            "--val-every",
+            "10",
+            "--batch-size",
+            "32",
+            "--prediction",
+            "sample",
+        ),
+        (
+            "generate",
+            "--generator",
+            "gen",
+            "--prompt",
+            "rotate the plane by 45 degrees",
+            "--out",
+            "adapter",
+            "--json",
+            "--no-warmup",
+        ),
+        (
+            "finetune",
+            "--task",
+            "points",
+            "--concept",
+            "rotate-45",
+            "--init",
+            "generated",
+            "--base",
+            "base",
+            "--generator",
+            "gen",
+            "--max-steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--out",
+            "ft",
+        ),
+    ]
     for args in steps:
         out = dnw(site, *args)
         assert out.returncode == 0, (args[0], out.stderr[-1500:])

@@ -23,7 +23,12 @@ PROBES = {
 @pytest.mark.parametrize("script", sorted(PROBES))
 def test_probe_script_starts(script):
     assert f"tools/{script}" in DOCS.read_text(), f"{script} is no longer cited by the docs"
-    out = subprocess.run([sys.executable, str(TOOLS / script), "--help"], capture_output=True,
-                         text=True, cwd=TOOLS, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(TOOLS / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=TOOLS,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.startswith("usage:")

@@ -31,7 +31,10 @@ def test_base_outputs_and_wrong_preset(tiny_base):
     } <= names
     assert "checkpoint" not in names
     info = json.loads((tiny_base / "base.json").read_text())
-    assert info["task"] == "image-translation" and set(info["sha256"]) == {"model.safetensors", "training.safetensors"}  # fmt: skip
+    assert info["task"] == "image-translation" and set(info["sha256"]) == {
+        "model.safetensors",
+        "training.safetensors",
+    }
     with pytest.raises(dnw.DnwError, match="pass the matching --preset"):
         load_base(tiny_base, dnw.create_architecture("e2gan", "small"))
 
@@ -41,9 +44,29 @@ def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
     src = CataloguePairs("sepia-0.8", size=32)
     write_pairs(tmp_path / "pairs", *src.pairs(12))
     write_pairs(tmp_path / "eval", *src.pairs(4, split="eval"))
-    result = run("finetune", "--pairs", tmp_path / "pairs", "--eval-pairs", tmp_path / "eval", "--prompt", "sepia",
-                 "--init", init, "--base", tiny_base, "--preset", "tiny", "--max-steps", "4", "--eval-every", "2",
-                 "--batch-size", "2", "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "finetune",
+        "--pairs",
+        tmp_path / "pairs",
+        "--eval-pairs",
+        tmp_path / "eval",
+        "--prompt",
+        "sepia",
+        "--init",
+        init,
+        "--base",
+        tiny_base,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     curve = json.loads((tmp_path / "out" / "curve.json").read_text())
     assert set(curve) == {
@@ -70,8 +93,18 @@ def test_finetune_cli_end_to_end(tmp_path, tiny_base, init):
 
 
 def test_finetune_a_task_concept_through_the_api(tmp_path, tiny_base):
-    curve = dnw.finetune(tmp_path / "ft", concept="gamma-2.2", init="standard", base=tiny_base, preset="tiny",
-                         max_steps=2, eval_every=1, metrics=["l1"], n_train=8, n_eval=4)  # fmt: skip
+    curve = dnw.finetune(
+        tmp_path / "ft",
+        concept="gamma-2.2",
+        init="standard",
+        base=tiny_base,
+        preset="tiny",
+        max_steps=2,
+        eval_every=1,
+        metrics=["l1"],
+        n_train=8,
+        n_eval=4,
+    )
     assert curve["prompt"] == "strongly darkened midtones at gamma 2.2"  # its first prompt
     assert [p["step"] for p in curve["points"]] == [0, 1, 2]
 

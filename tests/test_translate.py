@@ -60,8 +60,16 @@ def _odd_folder(folder):
 
 def test_translate_odd_files(tmp_path, tiny_base, tiny_adapter, run):
     sizes = _odd_folder(tmp_path / "in")
-    result = run("translate", tmp_path / "in", "--base", tiny_base, "--adapter", tiny_adapter,
-                 "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "translate",
+        tmp_path / "in",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 1, result.output  # one file skipped
     assert "broken.jpg" in result.stderr and "Traceback" not in result.output
     assert "translated 7 of 8 images" in result.output and "skipped 1" in result.output
@@ -75,8 +83,16 @@ def test_translate_odd_files(tmp_path, tiny_base, tiny_adapter, run):
     report = json.loads((tmp_path / "out" / "translate.json").read_text())
     assert report["translated"] == 7 and report["skipped"][0]["input"].endswith("broken.jpg")
     # a rerun resumes: nothing to do, the same summary
-    again = run("translate", tmp_path / "in", "--base", tiny_base, "--adapter", tiny_adapter,
-                "--out", tmp_path / "out")  # fmt: skip
+    again = run(
+        "translate",
+        tmp_path / "in",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        tmp_path / "out",
+    )
     assert again.exit_code == 1 and "translated 7 of 8" in again.output
 
 
@@ -94,8 +110,14 @@ def test_16_bit_keeps_its_precision(tmp_path):
 def test_python_call_matches_the_task_predict(tmp_path, tiny_base, tiny_adapter):
     """One Python call; at a multiple of 4 and native resolution it is the task's own predict."""
     img = make_photo(tmp_path / "p.png", 0, 32, 32, "RGB")
-    summary = translate([img], tmp_path / "out", base=tiny_base, adapter=tiny_adapter,
-                        options=TranslateOptions(resolution="native"), progress=False)  # fmt: skip
+    summary = translate(
+        [img],
+        tmp_path / "out",
+        base=tiny_base,
+        adapter=tiny_adapter,
+        options=TranslateOptions(resolution="native"),
+        progress=False,
+    )
     assert summary["translated"] == 1 and not summary["skipped"]
     tr = load_translator(tiny_base, tiny_adapter)
     x = load_image(img).rgb
@@ -110,8 +132,12 @@ def test_tiles_blend_to_the_whole_image(tiny_base, tiny_adapter):
     x = torch.rand(3, 90, 130, generator=torch.Generator().manual_seed(1))
     whole, how = tr.run(x)
     assert how == "whole" and whole.shape == x.shape
-    tiled_tr = Translator(tr.task, tr.arch, tr.model,
-                          TranslateOptions(resolution="native", tile=48, overlap=16, max_full_pixels=0))  # fmt: skip
+    tiled_tr = Translator(
+        tr.task,
+        tr.arch,
+        tr.model,
+        TranslateOptions(resolution="native", tile=48, overlap=16, max_full_pixels=0),
+    )
     tiled, how = tiled_tr.run(x)
     assert how.startswith("tiled") and tiled.shape == x.shape
     assert (tiled - whole).abs().mean() < 0.05
@@ -149,11 +175,52 @@ def test_never_writes_over_inputs(tmp_path, tiny_base, tiny_adapter, run, where)
 def test_bad_arguments_are_one_line(tmp_path, tiny_base, tiny_adapter, run):
     img = make_photo(tmp_path / "a.png", 0, 20, 20, "RGB")
     cases = [
-        (["translate", img, "--base", tiny_base, "--out", tmp_path / "o1"], "exactly one of --adapter"),
-        (["translate", img, "--base", tiny_base, "--adapter", tmp_path / "none", "--out", tmp_path / "o2"], "no such folder"),
-        (["translate", tmp_path / "missing.png", "--base", tiny_base, "--adapter", tiny_adapter, "--out", tmp_path / "o3"], "nothing to translate"),
-        (["translate", img, "--base", tiny_base, "--adapter", tiny_adapter, "--resolution", "big", "--out", tmp_path / "o4"], "--resolution must be"),
-    ]  # fmt: skip
+        (
+            ["translate", img, "--base", tiny_base, "--out", tmp_path / "o1"],
+            "exactly one of --adapter",
+        ),
+        (
+            [
+                "translate",
+                img,
+                "--base",
+                tiny_base,
+                "--adapter",
+                tmp_path / "none",
+                "--out",
+                tmp_path / "o2",
+            ],
+            "no such folder",
+        ),
+        (
+            [
+                "translate",
+                tmp_path / "missing.png",
+                "--base",
+                tiny_base,
+                "--adapter",
+                tiny_adapter,
+                "--out",
+                tmp_path / "o3",
+            ],
+            "nothing to translate",
+        ),
+        (
+            [
+                "translate",
+                img,
+                "--base",
+                tiny_base,
+                "--adapter",
+                tiny_adapter,
+                "--resolution",
+                "big",
+                "--out",
+                tmp_path / "o4",
+            ],
+            "--resolution must be",
+        ),
+    ]
     for args, message in cases:
         result = run(*args)
         assert result.exit_code == 1, result.output
@@ -164,8 +231,17 @@ def test_decompression_bomb_is_a_named_skip(tmp_path, tiny_base, tiny_adapter, r
     make_photo(tmp_path / "big.png", 0, 64, 64, "RGB")
     make_photo(tmp_path / "small.png", 1, 8, 8, "RGB")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is now "huge"
-    result = run("translate", tmp_path / "big.png", tmp_path / "small.png", "--base", tiny_base,
-                 "--adapter", tiny_adapter, "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "translate",
+        tmp_path / "big.png",
+        tmp_path / "small.png",
+        "--base",
+        tiny_base,
+        "--adapter",
+        tiny_adapter,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 1 and "big.png" in result.stderr
     assert "decompression-bomb" in result.stderr and "Traceback" not in result.output
     assert (tmp_path / "out" / "small.png").is_file()
@@ -173,8 +249,18 @@ def test_decompression_bomb_is_a_named_skip(tmp_path, tiny_base, tiny_adapter, r
 
 def test_prompt_generates_the_adapter(tmp_path, tiny_base, tiny_generator, run):
     img = make_photo(tmp_path / "a.jpg", 0, 30, 22, "RGB")
-    result = run("translate", img, "--base", tiny_base, "--prompt", "sepia", "--generator",
-                 tiny_generator, "--out", tmp_path / "out")  # fmt: skip
+    result = run(
+        "translate",
+        img,
+        "--base",
+        tiny_base,
+        "--prompt",
+        "sepia",
+        "--generator",
+        tiny_generator,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     assert Image.open(tmp_path / "out" / "a.png").size == (30, 22)

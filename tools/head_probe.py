@@ -60,7 +60,9 @@ def main() -> None:
             super().__init__()
             self.index = nn.Sequential(Timesteps(64, True, 0), TimestepEmbedding(64, 256))
             self.text = TimestepEmbedding(dim, 256)
-            self.out = nn.Sequential(nn.SiLU(), nn.Linear(256, 1024), nn.SiLU(), nn.Linear(1024, size))  # fmt: skip
+            self.out = nn.Sequential(
+                nn.SiLU(), nn.Linear(256, 1024), nn.SiLU(), nn.Linear(1024, size)
+            )
 
         def forward(self, n, p):
             return self.out(self.index(n) + self.text(p))
@@ -68,7 +70,13 @@ def main() -> None:
     class BasisHead(nn.Module):
         def __init__(self, k: int = 64, hidden: int = 1024) -> None:
             super().__init__()
-            self.code = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, k))  # fmt: skip
+            self.code = nn.Sequential(
+                nn.Linear(dim, hidden),
+                nn.SiLU(),
+                nn.Linear(hidden, hidden),
+                nn.SiLU(),
+                nn.Linear(hidden, k),
+            )
             self.basis = nn.Parameter(torch.randn(n_blocks, size, k) * 0.02)
             self.bias = nn.Parameter(torch.zeros(n_blocks, size))
 
@@ -87,7 +95,9 @@ def main() -> None:
         sims = []
         for c in cs:
             i = d.last_entry(c)
-            sims.append(float(F.cosine_similarity(predict(prompts[c][0]).flatten(), x[i].flatten(), 0)))  # fmt: skip
+            sims.append(
+                float(F.cosine_similarity(predict(prompts[c][0]).flatten(), x[i].flatten(), 0))
+            )
         return statistics.fmean(sims)
 
     fitted = [c for c in d.concepts if c not in d.held][:20]
@@ -95,13 +105,18 @@ def main() -> None:
     for step in range(args.steps + 1):
         ie = torch.tensor(rng.choices(train, k=256))
         n = torch.randint(n_blocks, (256,))
-        pidx = torch.tensor([bank.index[rng.choice(prompts[entries[i]["concept"]])] for i in ie.tolist()])  # fmt: skip
+        pidx = torch.tensor(
+            [bank.index[rng.choice(prompts[entries[i]["concept"]])] for i in ie.tolist()]
+        )
         loss = F.mse_loss(model(n, pooled[pidx]), x[ie, n])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 1000 == 0:
-            print(f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, held out {cosine(d.held):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, held out {cosine(d.held):.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
 
     class Head:
         def check_fits(self, arch) -> None:
@@ -110,7 +125,12 @@ def main() -> None:
         def initialise(self, prompt, *, seed=0, **_):
             return gen.blocker.from_blocks(gen.offset + gen.scale * predict(prompt))
 
-    inits = {"nearest": NearestInit(args.data), "mean": MeanInit(args.data), "generated": gen, f"head-{args.head}": Head()}  # fmt: skip
+    inits = {
+        "nearest": NearestInit(args.data),
+        "mean": MeanInit(args.data),
+        "generated": gen,
+        f"head-{args.head}": Head(),
+    }
     arch = dnw.create_architecture(gen.info["architecture"], **gen.info["config"])
     ids = tuning_concepts(10)
     rows = step0_quality(

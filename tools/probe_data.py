@@ -48,5 +48,7 @@ def load(generator: Path, data: Path) -> ProbeData:
     concepts = sorted(prompts)
     held = sorted(random.Random(1).sample(concepts, 20))
     last = max(e["checkpoint"] for e in entries)
-    train = [i for i, e in enumerate(entries) if e["checkpoint"] < last and e["concept"] not in held]  # fmt: skip
+    train = [
+        i for i, e in enumerate(entries) if e["checkpoint"] < last and e["concept"] not in held
+    ]
     return ProbeData(gen, entries, x, prompts, bank, concepts, held, last, train)

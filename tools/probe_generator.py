@@ -60,14 +60,18 @@ def main() -> None:
         print(f"   {c}: first vs last checkpoint {cos(space(states[0]), space(states[-1]))}")
     for a, b in NEIGHBOURS + UNRELATED:
         if {a, b} <= have:
-            print(f"   {a} vs {b}: {cos(space(ds.load_concept(a)[-1]), space(ds.load_concept(b)[-1]))}")  # fmt: skip
+            print(
+                f"   {a} vs {b}: {cos(space(ds.load_concept(a)[-1]), space(ds.load_concept(b)[-1]))}"
+            )
 
     print("3. the text encoder: pooled cos")
     enc = gen.encoder
     for a, b in NEIGHBOURS[:1]:
         if {a, b} <= have:
             pa, pb = enc.pooled(prompts[a]), enc.pooled(prompts[b])
-            print(f"   {a}: paraphrase 0 vs 1 {cos(pa[0], pa[1])}; {a} vs {b}, same template {cos(pa[0], pb[0])}")  # fmt: skip
+            print(
+                f"   {a}: paraphrase 0 vs 1 {cos(pa[0], pa[1])}; {a} vs {b}, same template {cos(pa[0], pb[0])}"
+            )
 
     deviations = torch.stack([space(s) for _, s in ds.iter_states()])
     deviations = deviations - deviations.mean(0)

@@ -40,7 +40,9 @@ def main() -> None:
     d = probe_data.load(args.generator, args.data)
     entries, x, prompts, bank, train = d.entries, d.x, d.prompts, d.bank, d.train
     _, n_blocks, size = x.shape
-    model = WeightUNet1D(block_size=size, text_dim=d.gen.encoder.dim, max_blocks=n_blocks, **json.loads(args.options))  # fmt: skip
+    model = WeightUNet1D(
+        block_size=size, text_dim=d.gen.encoder.dim, max_blocks=n_blocks, **json.loads(args.options)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     t999 = torch.full((256,), 999)
 
@@ -75,8 +77,11 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 500 == 0:
-            print(f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted)}, "
-                  f"left out {cosine(d.held)} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted)}, "
+                f"left out {cosine(d.held)} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

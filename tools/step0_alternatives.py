@@ -77,7 +77,9 @@ def main() -> None:
             best = neighbours(prompt, self.k)
             w = torch.softmax(torch.tensor(list(best.values())) / 0.02, 0)
             states = [near.dataset.load_concept(c)[-1] for c in best]
-            return {key: sum(wi * s[key] for wi, s in zip(w, states, strict=True)) for key in states[0]}  # fmt: skip
+            return {
+                key: sum(wi * s[key] for wi, s in zip(w, states, strict=True)) for key in states[0]
+            }
 
     class RetrievalStart:
         def __init__(self, t: int) -> None:
@@ -92,7 +94,17 @@ def main() -> None:
             tokens, mask = gen.encoder.encode([prompt])
             noise = torch.randn(n, b, generator=torch.Generator().manual_seed(seed))
             with torch.no_grad():
-                x0 = one_step(gen.model, gen.scheduler.alphas_cumprod, gen.info["prediction_type"], start, noise, self.t, torch.arange(n), tokens.expand(n, -1, -1), mask.expand(n, -1))  # fmt: skip
+                x0 = one_step(
+                    gen.model,
+                    gen.scheduler.alphas_cumprod,
+                    gen.info["prediction_type"],
+                    start,
+                    noise,
+                    self.t,
+                    torch.arange(n),
+                    tokens.expand(n, -1, -1),
+                    mask.expand(n, -1),
+                )
             return gen.blocker.from_blocks(gen.offset + gen.scale * x0)
 
     inits = {"nearest": near, "mean": MeanInit(args.data), "generated": gen}
@@ -102,7 +114,11 @@ def main() -> None:
     inits.update({f"knn-{k}": Blend(k) for k in ints(args.knn)})
     inits.update({f"nearest@{t}": RetrievalStart(t) for t in ints(args.at)})
     arch = dnw.create_architecture(gen.info["architecture"], **gen.info["config"])
-    sets = [("tuning", tuning_concepts(10))] + ([("reported", held_out_concepts(dnw.create_task("image-translation"), 5))] if args.reported else [])  # fmt: skip
+    sets = [("tuning", tuning_concepts(10))] + (
+        [("reported", held_out_concepts(dnw.create_task("image-translation"), 5))]
+        if args.reported
+        else []
+    )
     for label, ids in sets:
         rows = step0_quality(
             dnw.create_task("image-translation"),
@@ -117,8 +133,13 @@ def main() -> None:
         print("|---|---|---|---|")
         for name in inits:
             l1 = [r["inits"][name]["l1"] for r in rows]
-            wins = [sum(r["inits"][name]["l1"] < r["inits"][ref]["l1"] for r in rows) for ref in ("nearest", "mean")]  # fmt: skip
-            print(f"| {name} | {statistics.median(l1):.4f} | {wins[0]}/{len(ids)} | {wins[1]}/{len(ids)} |")  # fmt: skip
+            wins = [
+                sum(r["inits"][name]["l1"] < r["inits"][ref]["l1"] for r in rows)
+                for ref in ("nearest", "mean")
+            ]
+            print(
+                f"| {name} | {statistics.median(l1):.4f} | {wins[0]}/{len(ids)} | {wins[1]}/{len(ids)} |"
+            )
 
 
 if __name__ == "__main__":

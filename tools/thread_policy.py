@@ -77,8 +77,11 @@ def run_policy(policy: dict, steps: int) -> dict:
     env.update(policy["env"])
     out = subprocess.run(
         [sys.executable, "-c", WORKLOAD, str(steps), str(policy["threads"] or 0)],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

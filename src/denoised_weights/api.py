@@ -33,8 +33,14 @@ from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.options import COMPARE_INITS, DEMO_INITS
 
 
-def _setup(task: str | Task | None, task_options: dict[str, Any] | None, architecture: Any,
-           preset: str | None, registries: Registries | None, **overrides: Any):  # fmt: skip
+def _setup(
+    task: str | Task | None,
+    task_options: dict[str, Any] | None,
+    architecture: Any,
+    preset: str | None,
+    registries: Registries | None,
+    **overrides: Any,
+):
     from denoised_weights.pipeline.context import resolve_architecture, resolve_task
 
     t = resolve_task(task, registries, **(task_options or {}))
@@ -56,11 +62,19 @@ def pack_part(task: Task, part: str, preset: str | None) -> Path | None:
 
 
 def train_base(
-    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
-    concepts: Sequence[str] | None = None, device: str | None = None, overwrite: bool = False,
-    registries: Registries | None = None, **options: Any,
-) -> Path:  # fmt: skip
+    out: str | Path,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    preset: str | None = None,
+    arch_options: dict[str, Any] | None = None,
+    concepts: Sequence[str] | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+    **options: Any,
+) -> Path:
     """``dnw base``: pretrain the full network on a mixture of training concepts.
 
     ``options``: the fields of :class:`~denoised_weights.pipeline.options.BaseOptions` (steps,
@@ -72,10 +86,21 @@ def train_base(
     opts, pick = split_options("train_base", options, BaseOptions, ConceptSelection)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if concepts is None and (pick.n_concepts is not None or pick.max_parts is not None):
-        concepts = [c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)]  # fmt: skip
+        concepts = [
+            c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)
+        ]
     if opts.steps is None:
         opts = replace(opts, steps=default_base_steps(t, preset or t.default_preset))
-    return run(t, arch, out, concepts=concepts, options=opts, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
+    return run(
+        t,
+        arch,
+        out,
+        concepts=concepts,
+        options=opts,
+        device=device,
+        overwrite=overwrite,
+        registries=registries,
+    )
 
 
 def default_base_steps(task: Task, arch_preset: str | None) -> int:
@@ -89,13 +114,23 @@ def default_base_steps(task: Task, arch_preset: str | None) -> int:
 
 
 def collect(
-    base: str | Path, out: str | Path, *, task: str | Task | None = None,
-    task_options: dict[str, Any] | None = None, architecture: str | None = None,
-    arch_options: dict[str, Any] | None = None, preset: str | None = None,
-    concepts: Sequence[str] | None = None, shard: str | tuple[int, int] | None = None,
-    workers: int = 1, device: str | None = None, overwrite: bool = False,
-    registries: Registries | None = None, echo: Callable[[str], None] | None = None, **options: Any,
-):  # fmt: skip
+    base: str | Path,
+    out: str | Path,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    arch_options: dict[str, Any] | None = None,
+    preset: str | None = None,
+    concepts: Sequence[str] | None = None,
+    shard: str | tuple[int, int] | None = None,
+    workers: int = 1,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+    echo: Callable[[str], None] | None = None,
+    **options: Any,
+):
     """``dnw collect``: a LoRA per training concept, K checkpoints each (a WeightDataset).
 
     ``options``: the fields of :class:`~denoised_weights.pipeline.options.CollectOptions`
@@ -109,15 +144,36 @@ def collect(
     opts, pick = split_options("collect", options, CollectOptions, ConceptSelection)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     if concepts is None:
-        concepts = [c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)]  # fmt: skip
+        concepts = [
+            c.id for c in t.select_concepts("train", n=pick.n_concepts, max_parts=pick.max_parts)
+        ]
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
-    return run(t, arch, base, out, concept_ids=concepts, opts=opts, preset=preset or t.default_preset,
-               shard=shard, workers=workers, device=device, overwrite=overwrite, echo=echo,
-               registries=registries)  # fmt: skip
+    return run(
+        t,
+        arch,
+        base,
+        out,
+        concept_ids=concepts,
+        opts=opts,
+        preset=preset or t.default_preset,
+        shard=shard,
+        workers=workers,
+        device=device,
+        overwrite=overwrite,
+        echo=echo,
+        registries=registries,
+    )
 
 
-def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwrite: bool = False,
-        registries: Registries | None = None, **config: Any) -> Path:  # fmt: skip
+def fit(
+    data: str | Path,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+    **config: Any,
+) -> Path:
     """``dnw fit``: train the block diffusion model on a weight dataset (``config``: the
     fields of :class:`~denoised_weights.pipeline.options.FitConfig`)."""
     from denoised_weights.pipeline.fit import fit as run
@@ -129,23 +185,46 @@ def fit(data: str | Path, out: str | Path, *, device: str | None = None, overwri
 
 
 def generate(
-    prompt: str, out: str | Path | None = None, *, generator: str | Path | None = None,
-    task: str = "image-translation", seed: int = 0, steps: int = 1, timestep: int | None = None,
-    start: str | None = None, guidance: float | None = None, overwrite: bool = False,
+    prompt: str,
+    out: str | Path | None = None,
+    *,
+    generator: str | Path | None = None,
+    task: str = "image-translation",
+    seed: int = 0,
+    steps: int = 1,
+    timestep: int | None = None,
+    start: str | None = None,
+    guidance: float | None = None,
+    overwrite: bool = False,
     registries: Registries | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``dnw generate``: a LoRA for ``prompt`` from a fitted generator (default: the shipped
     pack's for ``task``), every block in one batched denoising step. With ``out`` the PEFT
     adapter is written there; the result holds the timing, the state and its description."""
     from denoised_weights.pipeline.generate import generate_adapter
 
-    return generate_adapter(prompt, out, generator=generator, task=task, seed=seed, steps=steps,
-                            timestep=timestep, start=start, guidance=guidance, overwrite=overwrite,
-                            registries=registries)  # fmt: skip
+    return generate_adapter(
+        prompt,
+        out,
+        generator=generator,
+        task=task,
+        seed=seed,
+        steps=steps,
+        timestep=timestep,
+        start=start,
+        guidance=guidance,
+        overwrite=overwrite,
+        registries=registries,
+    )
 
 
-def load_examples(generator: Any, folder: str | Path, *, task: str | Task | None = None,
-                  registries: Registries | None = None) -> dict[str, Any]:  # fmt: skip
+def load_examples(
+    generator: Any,
+    folder: str | Path,
+    *,
+    task: str | Task | None = None,
+    registries: Registries | None = None,
+) -> dict[str, Any]:
     """A user's examples of a new concept (``Task.load_data`` of ``folder``), shaped for the
     network ``generator`` was fitted for."""
     from denoised_weights.core.components import create_architecture
@@ -167,11 +246,18 @@ def _initialiser(
 
 
 def finetune(
-    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    architecture: str | None = None, preset: str | None = None, arch_options: dict[str, Any] | None = None,
-    device: str | None = None, overwrite: bool = False, registries: Registries | None = None,
+    out: str | Path,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    preset: str | None = None,
+    arch_options: dict[str, Any] | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
     **options: Any,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``dnw finetune``: train one concept (a task ``concept`` or a data folder ``pairs``) from
     scratch or from a base + LoRA init; returns the curve.
 
@@ -195,17 +281,48 @@ def finetune(
     if base is None and start.init != "scratch":
         base = pack_part(t, "base", preset)
     initialiser = _initialiser(start.init, t, preset, start.generator, start.data, registries)
-    train, held, prompt = task_data(t, arch, concept=what.concept, pairs=what.pairs,
-                                    eval_pairs=what.eval_pairs, prompt=what.prompt,
-                                    n_train=what.n_train, n_eval=what.n_eval, seed=opts.seed)  # fmt: skip
+    train, held, prompt = task_data(
+        t,
+        arch,
+        concept=what.concept,
+        pairs=what.pairs,
+        eval_pairs=what.eval_pairs,
+        prompt=what.prompt,
+        n_train=what.n_train,
+        n_eval=what.n_eval,
+        seed=opts.seed,
+    )
     fp = lora_fingerprint(arch) if start.init != "scratch" else None
-    return run(t, arch, out, train=train, eval=held, prompt=prompt, init=start.init, base=base,
-               initialiser=initialiser, options=opts, fingerprint=fp, device=device,
-               overwrite=overwrite, registries=registries)  # fmt: skip
+    return run(
+        t,
+        arch,
+        out,
+        train=train,
+        eval=held,
+        prompt=prompt,
+        init=start.init,
+        base=base,
+        initialiser=initialiser,
+        options=opts,
+        fingerprint=fp,
+        device=device,
+        overwrite=overwrite,
+        registries=registries,
+    )
 
 
-def task_data(t: Task, arch: Any, *, concept: str | None, pairs: Any, eval_pairs: Any,
-              prompt: str | None, n_train: int, n_eval: int, seed: int):  # fmt: skip
+def task_data(
+    t: Task,
+    arch: Any,
+    *,
+    concept: str | None,
+    pairs: Any,
+    eval_pairs: Any,
+    prompt: str | None,
+    n_train: int,
+    n_eval: int,
+    seed: int,
+):
     """``(train, eval, prompt)`` from a task concept or a user's data folder."""
     if (concept is None) == (pairs is None):
         raise DnwError("give exactly one of --concept and --pairs")
@@ -254,19 +371,35 @@ def speed(
     generator = generator or pack_part(t, "generator", preset)
     rows = []
     for n in threads:
-        rows += measure_speed(t, arch, base=Path(base), generator=Path(generator) if generator else None,
-                              threads=n, rounds=rounds, collect_concepts=collect_concepts,
-                              collect_workers=collect_workers, echo=echo)  # fmt: skip
+        rows += measure_speed(
+            t,
+            arch,
+            base=Path(base),
+            generator=Path(generator) if generator else None,
+            threads=n,
+            rounds=rounds,
+            collect_concepts=collect_concepts,
+            collect_workers=collect_workers,
+            echo=echo,
+        )
     return rows
 
 
 def compare(
-    workdir: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    inits: Sequence[str] = COMPARE_INITS, architecture: str | None = None,
-    preset: str | None = None, arch_options: dict[str, Any] | None = None, device: str | None = None,
-    overwrite: bool = False, registries: Registries | None = None,
-    progress: Callable[[str], None] | None = None, **options: Any,
-) -> dict[str, Any]:  # fmt: skip
+    workdir: str | Path,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    inits: Sequence[str] = COMPARE_INITS,
+    architecture: str | None = None,
+    preset: str | None = None,
+    arch_options: dict[str, Any] | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """``dnw compare``: one concept fine-tuned from several ``inits`` with the same data and steps.
 
     ``options``: the fields of :class:`~denoised_weights.pipeline.options.ConceptData` (a
@@ -286,49 +419,104 @@ def compare(
     what, start, opts = split_options("compare", options, ConceptData, InitOptions, FinetuneOptions)
     t, arch = _setup(task, task_options, architecture, preset, registries, **(arch_options or {}))
     pairs = what.pairs
-    train, held, prompt = task_data(t, arch, concept=what.concept, pairs=pairs, eval_pairs=what.eval_pairs,
-                                    prompt=what.prompt or (Path(pairs).name if pairs else None),
-                                    n_train=what.n_train, n_eval=what.n_eval, seed=opts.seed)  # fmt: skip
+    train, held, prompt = task_data(
+        t,
+        arch,
+        concept=what.concept,
+        pairs=pairs,
+        eval_pairs=what.eval_pairs,
+        prompt=what.prompt or (Path(pairs).name if pairs else None),
+        n_train=what.n_train,
+        n_eval=what.n_eval,
+        seed=opts.seed,
+    )
     base = start.base or pack_part(t, "base", preset)
     if base is None:
         raise DnwError("--base DIR is needed (a base model from 'dnw base')")
-    initialisers = {n: _initialiser(n, t, preset, start.generator, start.data, registries) for n in inits}  # fmt: skip
+    initialisers = {
+        n: _initialiser(n, t, preset, start.generator, start.data, registries) for n in inits
+    }
     label = t.get_concept(what.concept).id if what.concept else str(pairs)
-    return compare_inits(t, arch, workdir, train=train, eval=held, label=label, prompt=prompt,
-                         base=base, inits=inits, initialisers=initialisers, options=opts,
-                         progress=progress, device=device, overwrite=overwrite, registries=registries)  # fmt: skip
+    return compare_inits(
+        t,
+        arch,
+        workdir,
+        train=train,
+        eval=held,
+        label=label,
+        prompt=prompt,
+        base=base,
+        inits=inits,
+        initialisers=initialisers,
+        options=opts,
+        progress=progress,
+        device=device,
+        overwrite=overwrite,
+        registries=registries,
+    )
 
 
 def benchmark(
-    out: str | Path, *, task: str | Task | None = None, task_options: dict[str, Any] | None = None,
-    preset: str = "small", base: str | Path | None = None, data: str | Path | None = None,
-    generator: str | Path | None = None, concepts: Sequence[str] | None = None,
-    seeds: int | None = None, inits: Sequence[str] | None = None, max_steps: int | None = None,
-    workers: int = 1, seed: int = 0, step0_only: bool = False, device: str | None = None,
-    overwrite: bool = False, registries: Registries | None = None,
+    out: str | Path,
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    preset: str = "small",
+    base: str | Path | None = None,
+    data: str | Path | None = None,
+    generator: str | Path | None = None,
+    concepts: Sequence[str] | None = None,
+    seeds: int | None = None,
+    inits: Sequence[str] | None = None,
+    max_steps: int | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    step0_only: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
     echo: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``dnw benchmark``: build what is missing, then every init on held-out concepts."""
     from denoised_weights.pipeline.benchmark import INITS, BenchmarkSpec, run_benchmark
     from denoised_weights.pipeline.context import resolve_task
 
     t = resolve_task(task, registries, **(task_options or {}))
     spec = BenchmarkSpec(
-        preset=preset, out=Path(out), base=Path(base) if base else None, data=Path(data) if data else None,
-        generator=Path(generator) if generator else None, concepts=list(concepts) if concepts else None,
-        seeds=seeds, inits=tuple(inits or INITS), max_steps=max_steps, workers=workers, seed=seed,
-        step0_only=step0_only, device=device, overwrite=overwrite,
-    )  # fmt: skip
+        preset=preset,
+        out=Path(out),
+        base=Path(base) if base else None,
+        data=Path(data) if data else None,
+        generator=Path(generator) if generator else None,
+        concepts=list(concepts) if concepts else None,
+        seeds=seeds,
+        inits=tuple(inits or INITS),
+        max_steps=max_steps,
+        workers=workers,
+        seed=seed,
+        step0_only=step0_only,
+        device=device,
+        overwrite=overwrite,
+    )
     return run_benchmark(t, spec, echo=echo, registries=registries)
 
 
 def demo(
-    workdir: str | Path = "runs/demo", *, task: str | Task | None = None,
-    task_options: dict[str, Any] | None = None, from_scratch: bool = False, preset: str = "demo",
-    n_concepts: int = 1, inits: Sequence[str] = DEMO_INITS,
-    max_steps: int | None = None, seed: int = 0, workers: int = 2, device: str | None = None,
-    registries: Registries | None = None, echo: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+    workdir: str | Path = "runs/demo",
+    *,
+    task: str | Task | None = None,
+    task_options: dict[str, Any] | None = None,
+    from_scratch: bool = False,
+    preset: str = "demo",
+    n_concepts: int = 1,
+    inits: Sequence[str] = DEMO_INITS,
+    max_steps: int | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    device: str | None = None,
+    registries: Registries | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """``dnw demo``: a base and a generator (the shipped pack, or built here), then held-out
     concepts fine-tuned from every init, with the headline table and plots."""
     from denoised_weights.pipeline.benchmark import BenchmarkSpec, held_out_concepts, run_benchmark
@@ -337,19 +525,36 @@ def demo(
 
     t = resolve_task(task, registries, **(task_options or {}))
     pack = None if from_scratch or preset != "demo" else shipped_pack(t.name)
-    echo(f"using the pretrained pack in {pack} (--from-scratch rebuilds everything)" if pack
-         else f"building base, weight dataset and generator in {workdir} (resumable)")  # fmt: skip
+    echo(
+        f"using the pretrained pack in {pack} (--from-scratch rebuilds everything)"
+        if pack
+        else f"building base, weight dataset and generator in {workdir} (resumable)"
+    )
     spec = BenchmarkSpec(
-        preset=preset, out=Path(workdir), base=pack / "base" if pack else None,
-        generator=pack / "generator" if pack else None, concepts=held_out_concepts(t, n_concepts),
-        inits=tuple(inits), max_steps=max_steps, seed=seed, workers=workers, device=device,
-    )  # fmt: skip
+        preset=preset,
+        out=Path(workdir),
+        base=pack / "base" if pack else None,
+        generator=pack / "generator" if pack else None,
+        concepts=held_out_concepts(t, n_concepts),
+        inits=tuple(inits),
+        max_steps=max_steps,
+        seed=seed,
+        workers=workers,
+        device=device,
+    )
     return run_benchmark(t, spec, echo=echo, registries=registries)
 
 
-def pack(base: str | Path, generator: str | Path, out: str | Path, *, data: str | Path | None = None,
-         results: str | Path | None = None, overwrite: bool = False,
-         registries: Registries | None = None) -> dict[str, Any]:  # fmt: skip
+def pack(
+    base: str | Path,
+    generator: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    results: str | Path | None = None,
+    overwrite: bool = False,
+    registries: Registries | None = None,
+) -> dict[str, Any]:
     """``dnw pack``: a finished base and generator with their provenance, in one folder."""
     from denoised_weights.pipeline.pack import build_pack
 
@@ -359,8 +564,24 @@ def pack(base: str | Path, generator: str | Path, out: str | Path, *, data: str 
 
 
 __all__ = [
-    "architecture_info", "benchmark", "bind_blocker", "build_lora_model", "collect", "compare",
-    "create_architecture", "create_blocker", "create_task", "demo", "finetune", "fit", "generate",
-    "is_architecture", "list_architectures", "list_components", "list_tasks", "lora_fingerprint",
-    "pack", "train_base",
-]  # fmt: skip
+    "architecture_info",
+    "benchmark",
+    "bind_blocker",
+    "build_lora_model",
+    "collect",
+    "compare",
+    "create_architecture",
+    "create_blocker",
+    "create_task",
+    "demo",
+    "finetune",
+    "fit",
+    "generate",
+    "is_architecture",
+    "list_architectures",
+    "list_components",
+    "list_tasks",
+    "lora_fingerprint",
+    "pack",
+    "train_base",
+]

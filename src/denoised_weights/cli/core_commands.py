@@ -99,10 +99,16 @@ def list_concepts(
     from denoised_weights.core.components import create_task
 
     rows = [
-        {"id": c.id, "split": c.split, "family": c.family, "holdout": c.holdout or None, "prompts": list(c.prompts)}
+        {
+            "id": c.id,
+            "split": c.split,
+            "family": c.family,
+            "holdout": c.holdout or None,
+            "prompts": list(c.prompts),
+        }
         for c in create_task(task, registries=registries_of(ctx)).concepts(split)
         if fnmatch.fnmatch(c.id, pattern)
-    ]  # fmt: skip
+    ]
     if as_json:
         echo_json(rows)
         return

@@ -20,7 +20,9 @@ from denoised_weights.pipeline.options import FitConfig
 
 
 @click.command()
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Weight dataset (dnw collect).")  # fmt: skip
+@click.option(
+    "--data", required=True, type=click.Path(path_type=Path), help="Weight dataset (dnw collect)."
+)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
 @dataclass_options(FitConfig)
 @common
@@ -31,47 +33,118 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
     from denoised_weights.core.io import read_json
 
     existing_dir("--data", data, "a weight dataset folder made by 'dnw collect'")
-    api.fit(data, out, **options_from(FitConfig, options), device=device, overwrite=overwrite,
-            registries=registries_of(ctx))  # fmt: skip
+    api.fit(
+        data,
+        out,
+        **options_from(FitConfig, options),
+        device=device,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+    )
     if (out / "generator.json").is_file():
         info = read_json(out / "generator.json")
         last = read_json(out / "val_loss.json")[-1]
         figures = [
             f"validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else "",
-            f"one-step cosine to held-out checkpoints {last['val_cos']:.3f}" if last.get("val_cos") is not None else "",
-            f"task loss of generated LoRAs {last['val_task']:.4f}" if last.get("val_task") is not None else "",
-        ]  # fmt: skip
-        click.echo(f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
-                   + ", ".join(f for f in figures if f))  # fmt: skip
+            f"one-step cosine to held-out checkpoints {last['val_cos']:.3f}"
+            if last.get("val_cos") is not None
+            else "",
+            f"task loss of generated LoRAs {last['val_task']:.4f}"
+            if last.get("val_task") is not None
+            else "",
+        ]
+        click.echo(
+            f"generator in {out}: {info['steps']} steps in {info['train_seconds']:.0f} s, "
+            + ", ".join(f for f in figures if f)
+        )
 
 
 @click.command()
-@click.option("--generator", "-g", default=None, type=click.Path(path_type=Path), help="Folder made by dnw fit (default: the pretrained pack's).")  # fmt: skip
-@click.option("--task", default="image-translation", show_default=True, help="Whose pretrained pack to use without --generator.")  # fmt: skip
+@click.option(
+    "--generator",
+    "-g",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Folder made by dnw fit (default: the pretrained pack's).",
+)
+@click.option(
+    "--task",
+    default="image-translation",
+    show_default=True,
+    help="Whose pretrained pack to use without --generator.",
+)
 @click.option("--prompt", required=True, help="The new concept's text.")
-@click.option("--pairs", type=click.Path(path_type=Path), default=None,
-              help="Examples of the new concept (image translation: a pix2pix folder) for a generator that reads examples.")  # fmt: skip
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Adapter folder to write.")  # fmt: skip
-@click.option("--steps", type=click.IntRange(1, 1000), default=1, show_default=True, help="1: one-step; more: DDIM (trailing).")  # fmt: skip
-@click.option("--timestep", type=click.IntRange(0, 999), default=None, help="Noise-biased timestep of the one-step path (generator default).")  # fmt: skip
+@click.option(
+    "--pairs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Examples of the new concept (image translation: a pix2pix folder) for a generator that reads examples.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Adapter folder to write.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="1: one-step; more: DDIM (trailing).",
+)
+@click.option(
+    "--timestep",
+    type=click.IntRange(0, 999),
+    default=None,
+    help="Noise-biased timestep of the one-step path (generator default).",
+)
 @click.option(
     "--start",
     type=click.Choice(["mean", "noise"]),
     default=None,
     help="One-step starting point.",
 )
-@click.option("--guidance", type=click.FloatRange(0, 10, min_open=True), default=None,
-              help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
-              "(generator default, else 1; the README measures G).")  # fmt: skip
+@click.option(
+    "--guidance",
+    type=click.FloatRange(0, 10, min_open=True),
+    default=None,
+    help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
+    "(generator default, else 1; the README measures G).",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--warmup/--no-warmup", default=True, show_default=True,
-              help="Run the whole generation once first, untimed, into a scratch folder (lazy "
-              "imports, kernel and tokenizer set-up), as a long-running service would; its time "
-              "is reported as first_call_seconds.")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only the adapter files).")  # fmt: skip
+@click.option(
+    "--warmup/--no-warmup",
+    default=True,
+    show_default=True,
+    help="Run the whole generation once first, untimed, into a scratch folder (lazy "
+    "imports, kernel and tokenizer set-up), as a long-running service would; its time "
+    "is reported as first_call_seconds.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write into an existing --out (replaces only the adapter files).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def generate(ctx, generator, task, prompt, pairs, out, steps, timestep, start, guidance, seed, warmup, overwrite, as_json) -> None:  # fmt: skip
+def generate(
+    ctx,
+    generator,
+    task,
+    prompt,
+    pairs,
+    out,
+    steps,
+    timestep,
+    start,
+    guidance,
+    seed,
+    warmup,
+    overwrite,
+    as_json,
+) -> None:
     """Generate a PEFT LoRA adapter for PROMPT: every block in one batched denoising step."""
     import tempfile
 
@@ -110,12 +183,15 @@ def generate(ctx, generator, task, prompt, pairs, out, steps, timestep, start, g
     if result["prompt_tokens_used"] < result["prompt_tokens"]:
         click.echo(
             f"warning: the prompt has {result['prompt_tokens']:,} tokens; the text encoder reads "
-            f"only the first {result['prompt_tokens_used']} ({short(prompt)})", err=True
-        )  # fmt: skip
+            f"only the first {result['prompt_tokens_used']} ({short(prompt)})",
+            err=True,
+        )
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"adapter for {short(prompt)} in {out} ({result['n_blocks']} blocks, {result['generation_seconds']:.3f} s)")  # fmt: skip
+        click.echo(
+            f"adapter for {short(prompt)} in {out} ({result['n_blocks']} blocks, {result['generation_seconds']:.3f} s)"
+        )
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -126,19 +202,58 @@ def short(text: str, limit: int = 60) -> str:
 @click.command()
 @task_options
 @click.option("--preset", "-p", default=None, help="Architecture preset (default: the task's).")
-@click.option("--base", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Base model (default: the shipped pack's).")  # fmt: skip
-@click.option("--generator", "-g", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Fitted generator for the task-loss fit and generation rows (default: the pack's).")  # fmt: skip
+@click.option(
+    "--base",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Base model (default: the shipped pack's).",
+)
+@click.option(
+    "--generator",
+    "-g",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Fitted generator for the task-loss fit and generation rows (default: the pack's).",
+)
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--rounds", type=click.IntRange(1, 10_000), default=20, show_default=True,
-              help="Interleaved rounds per measurement (medians are reported).")  # fmt: skip
-@click.option("--collect", "collect_concepts", type=click.IntRange(0, 10_000), default=0, show_default=True,
-              help="Also collect this many concepts with the README recipe (concepts per hour).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True, help="Processes for --collect.")  # fmt: skip
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="Interleaved rounds per measurement (medians are reported).",
+)
+@click.option(
+    "--collect",
+    "collect_concepts",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="Also collect this many concepts with the README recipe (concepts per hour).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="Processes for --collect.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.pass_context
-def speed(ctx, task, task_option, photos, preset, base, generator, threads, rounds, collect_concepts, workers, as_json) -> None:  # fmt: skip
+def speed(
+    ctx,
+    task,
+    task_option,
+    photos,
+    preset,
+    base,
+    generator,
+    threads,
+    rounds,
+    collect_concepts,
+    workers,
+    as_json,
+) -> None:
     """What training costs on this machine: matmul rate, full vs LoRA steps (peft's and the
     engine's), task-loss fit, generation and collection, as ratios measured in one run."""
     from denoised_weights import api
@@ -157,10 +272,19 @@ def speed(ctx, task, task_option, photos, preset, base, generator, threads, roun
         )
     existing_dir("--base", base, "a base model folder made by 'dnw base'")
     existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
-    rows = api.speed(task=task, task_options=parse_task_options(task_option, photos), preset=preset,
-                     base=base, generator=generator, threads=counts, rounds=rounds,
-                     collect_concepts=collect_concepts, collect_workers=workers,
-                     registries=registries_of(ctx), echo=lambda m: click.echo(m, err=True))  # fmt: skip
+    rows = api.speed(
+        task=task,
+        task_options=parse_task_options(task_option, photos),
+        preset=preset,
+        base=base,
+        generator=generator,
+        threads=counts,
+        rounds=rounds,
+        collect_concepts=collect_concepts,
+        collect_workers=workers,
+        registries=registries_of(ctx),
+        echo=lambda m: click.echo(m, err=True),
+    )
     if as_json:
         echo_json(rows)
     else:

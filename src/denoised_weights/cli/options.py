@@ -49,12 +49,29 @@ def task_options(f: Callable) -> Callable:
     """``--task``, ``--task-option KEY=VALUE`` (repeatable) and ``--photos`` (image translation)."""
     from denoised_weights.pipeline.context import DEFAULT_TASK
 
-    f = click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Your own photo folder (image-translation task).")(f)  # fmt: skip
-    f = click.option("--task-option", "-T", "task_option", multiple=True, metavar="KEY=VALUE",
-                     help="An option of the task's factory (repeatable).")(f)  # fmt: skip
-    return click.option("--task", "task", default=DEFAULT_TASK, show_default=True, cls=NamesOption,
-                        names_kind="tasks", help="Task.")(f)  # fmt: skip
+    f = click.option(
+        "--photos",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Your own photo folder (image-translation task).",
+    )(f)
+    f = click.option(
+        "--task-option",
+        "-T",
+        "task_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An option of the task's factory (repeatable).",
+    )(f)
+    return click.option(
+        "--task",
+        "task",
+        default=DEFAULT_TASK,
+        show_default=True,
+        cls=NamesOption,
+        names_kind="tasks",
+        help="Task.",
+    )(f)
 
 
 def source_options(default: str | None = None) -> Callable[[Callable], Callable]:
@@ -65,15 +82,30 @@ def source_options(default: str | None = None) -> Callable[[Callable], Callable]
     shown = "" if default else " (default: the task's own, the catalogue's edits)"
 
     def decorate(f: Callable) -> Callable:
-        f = click.option("--source-option", "-S", "source_option", multiple=True, metavar="KEY=VALUE",
-                         help="Another argument of the pair source's factory, e.g. -S steps=20 (repeatable).")(f)  # fmt: skip
-        f = click.option("--model", type=click.Path(path_type=Path), default=None,
-                         help="Local model folder of the pair source (instruct-pix2pix: a diffusers "
-                         "InstructPix2Pix model; nothing is downloaded).")(f)  # fmt: skip
-        return click.option("--source", default=default, show_default=default is not None,
-                            cls=NamesOption, names_kind="pair-sources",
-                            help=f"Pair source{shown}; each takes the options here that its factory has, "
-                            "and -S KEY=VALUE passes any other.")(f)  # fmt: skip
+        f = click.option(
+            "--source-option",
+            "-S",
+            "source_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Another argument of the pair source's factory, e.g. -S steps=20 (repeatable).",
+        )(f)
+        f = click.option(
+            "--model",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Local model folder of the pair source (instruct-pix2pix: a diffusers "
+            "InstructPix2Pix model; nothing is downloaded).",
+        )(f)
+        return click.option(
+            "--source",
+            default=default,
+            show_default=default is not None,
+            cls=NamesOption,
+            names_kind="pair-sources",
+            help=f"Pair source{shown}; each takes the options here that its factory has, "
+            "and -S KEY=VALUE passes any other.",
+        )(f)
 
     return decorate
 
@@ -92,7 +124,9 @@ def json_values(pairs: Sequence[str], hint: str) -> dict[str, Any]:
     return out
 
 
-def source_task_options(source: str | None, model: Path | None, pairs: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def source_task_options(
+    source: str | None, model: Path | None, pairs: Sequence[str]
+) -> dict[str, Any]:
     """The task options that ``--source``, ``--model`` and ``-S`` stand for (those given)."""
     out: dict[str, Any] = {}
     if source is not None:
@@ -114,18 +148,42 @@ def parse_task_options(pairs: tuple[str, ...], photos: Path | None) -> dict[str,
 
 def common(f: Callable) -> Callable:
     """``--device`` and ``--overwrite``."""
-    f = click.option("--overwrite", is_flag=True,
-                     help="Write into an existing output folder (replaces only what this command wrote there before).")(f)  # fmt: skip
-    return click.option("--device", default="auto", show_default=True,
-                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")(f)  # fmt: skip
+    f = click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Write into an existing output folder (replaces only what this command wrote there before).",
+    )(f)
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.",
+    )(f)
 
 
 def arch_options(f: Callable) -> Callable:
-    f = click.option("--arch-option", "-A", "arch_option", multiple=True, metavar="KEY=VALUE",
-                     help="Override an architecture setting, e.g. -A rank=8 or -A shared_a=true (repeatable).")(f)  # fmt: skip
-    f = click.option("--architecture", "-a", default=None, cls=NamesOption, names_kind="architectures",
-                     help="Architecture (default: the task's).")(f)  # fmt: skip
-    return click.option("--preset", "-p", default=None, help="Architecture preset (default: the task's; e.g. tiny, small).")(f)  # fmt: skip
+    f = click.option(
+        "--arch-option",
+        "-A",
+        "arch_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override an architecture setting, e.g. -A rank=8 or -A shared_a=true (repeatable).",
+    )(f)
+    f = click.option(
+        "--architecture",
+        "-a",
+        default=None,
+        cls=NamesOption,
+        names_kind="architectures",
+        help="Architecture (default: the task's).",
+    )(f)
+    return click.option(
+        "--preset",
+        "-p",
+        default=None,
+        help="Architecture preset (default: the task's; e.g. tiny, small).",
+    )(f)
 
 
 def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -175,7 +233,9 @@ class NamesOption(click.Option):
     """An option whose help ends with the names registered under ``names_kind`` (after
     ``extra_names``), read from the registries when the help is shown, never written down."""
 
-    def __init__(self, *args: Any, names_kind: str, extra_names: Sequence[str] = (), **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *args: Any, names_kind: str, extra_names: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.names_kind, self.extra_names = names_kind, tuple(extra_names)
 
@@ -205,10 +265,17 @@ class LazyChoice(click.Choice):
 
 
 # -- command-line options made from the option dataclasses -----------------------------------------
-def cli_fields(cls: type, only: Collection[str] | None = None, exclude: Collection[str] = ()) -> list[dataclasses.Field]:  # fmt: skip
+def cli_fields(
+    cls: type, only: Collection[str] | None = None, exclude: Collection[str] = ()
+) -> list[dataclasses.Field]:
     """The fields of ``cls`` that are command-line options (``field(..., cli=False)`` are not)."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)
-            and (only is None or f.name in only) and f.name not in exclude]  # fmt: skip
+    return [
+        f
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("cli", True)
+        and (only is None or f.name in only)
+        and f.name not in exclude
+    ]
 
 
 def cli_flags(f: dataclasses.Field) -> tuple[str, ...]:
@@ -259,10 +326,14 @@ def _option(cls: type, f: dataclasses.Field) -> click.Option:
         attrs["type"] = click.IntRange(low, high) if low is not None or high is not None else int
     elif kind is float:
         attrs["type"] = (
-            FiniteFloat(-math.inf if low is None else low, math.inf if high is None else high,
-                        bool(meta.get("low_open")))
-            if low is not None or high is not None else float
-        )  # fmt: skip
+            FiniteFloat(
+                -math.inf if low is None else low,
+                math.inf if high is None else high,
+                bool(meta.get("low_open")),
+            )
+            if low is not None or high is not None
+            else float
+        )
     elif kind is dict:
         attrs.update(multiple=True, metavar="KEY=VALUE")
     elif meta.get("path"):
@@ -280,7 +351,9 @@ def _option(cls: type, f: dataclasses.Field) -> click.Option:
     return option
 
 
-def dataclass_options(cls: type, *, only: Collection[str] | None = None, exclude: Collection[str] = ()) -> Callable:  # fmt: skip
+def dataclass_options(
+    cls: type, *, only: Collection[str] | None = None, exclude: Collection[str] = ()
+) -> Callable:
     """A decorator that adds one click option per field of the dataclass ``cls`` (all, or
     ``only`` those, less ``exclude``): the field's type, default, help, bounds and choices make
     the option (:func:`denoised_weights.core.config.field`), so they are written once. The
@@ -297,7 +370,13 @@ def dataclass_options(cls: type, *, only: Collection[str] | None = None, exclude
     return decorate
 
 
-def options_from(cls: type, params: dict[str, Any], *, only: Collection[str] | None = None, exclude: Collection[str] = ()) -> dict[str, Any]:  # fmt: skip
+def options_from(
+    cls: type,
+    params: dict[str, Any],
+    *,
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> dict[str, Any]:
     """Take the values of ``cls``'s options out of a command's ``params`` (removing them), as
     keyword arguments of ``cls`` and of the API call behind the command."""
     from denoised_weights.core.config import base_type

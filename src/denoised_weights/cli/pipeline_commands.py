@@ -49,15 +49,39 @@ DIR = click.Path(path_type=Path)
 @dataclass_options(BaseOptions)
 @common
 @click.pass_context
-def base(ctx, task, task_option, photos, source, model, source_option, architecture, arch_option, preset, out, device, overwrite, **options) -> None:  # fmt: skip
+def base(
+    ctx,
+    task,
+    task_option,
+    photos,
+    source,
+    model,
+    source_option,
+    architecture,
+    arch_option,
+    preset,
+    out,
+    device,
+    overwrite,
+    **options,
+) -> None:
     """Pretrain the base network on a mixture of training concepts (resumable)."""
     from denoised_weights import api
     from denoised_weights.core.io import read_json
 
-    api.train_base(out, task=task, task_options=_task_options(task_option, photos, source, model, source_option),
-                   architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-                   **options_from(ConceptSelection, options), **options_from(BaseOptions, options),
-                   device=device, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
+    api.train_base(
+        out,
+        task=task,
+        task_options=_task_options(task_option, photos, source, model, source_option),
+        architecture=architecture,
+        arch_options=parse_arch_options(arch_option),
+        preset=preset,
+        **options_from(ConceptSelection, options),
+        **options_from(BaseOptions, options),
+        device=device,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+    )
     seconds = read_json(out / "base.json")["train_seconds"]
     click.echo(f"base model in {out} ({seconds:.0f} s of training)")
 
@@ -76,27 +100,63 @@ def _task_options(pairs, photos, source, model, source_option) -> dict:
 @click.option("--base", required=True, type=DIR, help="Base model folder (dnw base).")
 @click.option("--out", "-o", required=True, type=OUT, help="Dataset folder.")
 @dataclass_options(ConceptSelection)
-@click.option("--split", type=click.Choice(["train"]), default="train", show_default=True, help="Only training concepts are ever collected.")  # fmt: skip
+@click.option(
+    "--split",
+    type=click.Choice(["train"]),
+    default="train",
+    show_default=True,
+    help="Only training concepts are ever collected.",
+)
 @dataclass_options(CollectOptions)
 @click.option(
     "--shard", default=None, help="Collect only part i of n (i/n), e.g. one machine of several."
 )
-@click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes on this machine.")  # fmt: skip
+@click.option(
+    "--workers", type=positive(256), default=1, show_default=True, help="Processes on this machine."
+)
 @common
 @click.pass_context
-def collect(ctx, task, task_option, photos, source, model, source_option, architecture, arch_option, preset, base, out,
-            split, shard, workers, device, overwrite, **options) -> None:  # fmt: skip
+def collect(
+    ctx,
+    task,
+    task_option,
+    photos,
+    source,
+    model,
+    source_option,
+    architecture,
+    arch_option,
+    preset,
+    base,
+    out,
+    split,
+    shard,
+    workers,
+    device,
+    overwrite,
+    **options,
+) -> None:
     """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
     from denoised_weights import api
 
     existing_dir("--base", base, "a base model folder made by 'dnw base'")
     dataset = api.collect(
-        base, out, task=task, task_options=_task_options(task_option, photos, source, model, source_option),
-        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-        **options_from(ConceptSelection, options), **options_from(CollectOptions, options),
-        shard=shard, workers=workers, device=device,
-        overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
-    )  # fmt: skip
+        base,
+        out,
+        task=task,
+        task_options=_task_options(task_option, photos, source, model, source_option),
+        architecture=architecture,
+        arch_options=parse_arch_options(arch_option),
+        preset=preset,
+        **options_from(ConceptSelection, options),
+        **options_from(CollectOptions, options),
+        shard=shard,
+        workers=workers,
+        device=device,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+        echo=click.echo,
+    )
     info = dataset.info()
     click.echo(f"{info['concepts']} concepts, {info['entries']} entries in {out}")
 
@@ -133,7 +193,9 @@ def dataset_verify(path: Path) -> None:
     if problems:
         for p in problems[:20]:
             click.echo(p)
-        raise DnwError(f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again")  # fmt: skip
+        raise DnwError(
+            f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again"
+        )
     click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
 
 
@@ -146,7 +208,19 @@ def dataset_verify(path: Path) -> None:
 @click.option("--out", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, out, device, overwrite, **options) -> None:  # fmt: skip
+def finetune(
+    ctx,
+    task,
+    task_option,
+    photos,
+    architecture,
+    arch_option,
+    preset,
+    out,
+    device,
+    overwrite,
+    **options,
+) -> None:
     """Train one concept from scratch or from a base + LoRA init (resumable)."""
     from denoised_weights import api
     from denoised_weights.pipeline.finetune import summarise_curve
@@ -158,10 +232,19 @@ def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, 
         regs.metrics.get(name)  # an unknown metric: a one-line error before any work
     existing_dir("--pairs", what["pairs"], "a folder of training pairs")
     curve = api.finetune(
-        out, task=task, task_options=parse_task_options(task_option, photos), architecture=architecture,
-        arch_options=parse_arch_options(arch_option), preset=preset, **what, **start, **schedule,
-        device=device, overwrite=overwrite, registries=regs,
-    )  # fmt: skip
+        out,
+        task=task,
+        task_options=parse_task_options(task_option, photos),
+        architecture=architecture,
+        arch_options=parse_arch_options(arch_option),
+        preset=preset,
+        **what,
+        **start,
+        **schedule,
+        device=device,
+        overwrite=overwrite,
+        registries=regs,
+    )
     click.echo(f"{start['init']}: {summarise_curve(curve, curve['metric'])}; outputs in {out}")
 
 
@@ -170,50 +253,126 @@ def finetune(ctx, task, task_option, photos, architecture, arch_option, preset, 
 @arch_options
 @dataclass_options(ConceptData, only=("concept", "pairs", "prompt"))
 @dataclass_options(InitOptions, only=("base",))
-@click.option("--inits", default=",".join(COMPARE_INITS), show_default=True, cls=NamesOption, names_kind="generators",
-              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
+@click.option(
+    "--inits",
+    default=",".join(COMPARE_INITS),
+    show_default=True,
+    cls=NamesOption,
+    names_kind="generators",
+    extra_names=("scratch", "standard"),
+    help="Comma-separated inits.",
+)
 @dataclass_options(InitOptions, only=("generator", "data"))
 @dataclass_options(FinetuneOptions, only=("max_steps", "eval_every", "metrics", "seed"))
 @click.option("--workdir", "-o", required=True, type=OUT)
 @common
 @click.pass_context
-def compare(ctx, task, task_option, photos, architecture, arch_option, preset, inits, workdir, device, overwrite, **options) -> None:  # fmt: skip
+def compare(
+    ctx,
+    task,
+    task_option,
+    photos,
+    architecture,
+    arch_option,
+    preset,
+    inits,
+    workdir,
+    device,
+    overwrite,
+    **options,
+) -> None:
     """Fine-tune one concept from several inits (same data, steps, evaluation) and tabulate.
     The prompt of a --pairs folder defaults to the folder's name."""
     from denoised_weights import api
     from denoised_weights.pipeline.compare import format_table
 
-    given = {**options_from(ConceptData, options), **options_from(InitOptions, options),
-             **options_from(FinetuneOptions, options)}  # fmt: skip
+    given = {
+        **options_from(ConceptData, options),
+        **options_from(InitOptions, options),
+        **options_from(FinetuneOptions, options),
+    }
     result = api.compare(
-        workdir, task=task, task_options=parse_task_options(task_option, photos), inits=csv(inits),
-        architecture=architecture, arch_options=parse_arch_options(arch_option), preset=preset,
-        **given, device=device, overwrite=overwrite, registries=registries_of(ctx),
-    )  # fmt: skip
+        workdir,
+        task=task,
+        task_options=parse_task_options(task_option, photos),
+        inits=csv(inits),
+        architecture=architecture,
+        arch_options=parse_arch_options(arch_option),
+        preset=preset,
+        **given,
+        device=device,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+    )
     click.echo(format_table([result]))
 
 
 @click.command()
 @task_options
-@click.option("--preset", "-p", default="small", show_default=True, help="The task's run preset (image translation: smoke, demo, small, paper).")  # fmt: skip
+@click.option(
+    "--preset",
+    "-p",
+    default="small",
+    show_default=True,
+    help="The task's run preset (image translation: smoke, demo, small, paper).",
+)
 @click.option("--out", "-o", required=True, type=OUT)
 @click.option("--base", type=DIR, default=None, help="Reuse a base (dnw base).")
 @click.option("--data", type=DIR, default=None, help="Reuse a weight dataset (dnw collect).")
 @click.option("--generator", "-g", type=DIR, default=None, help="Reuse a generator (dnw fit).")
-@click.option("--concepts", default=None, help="Comma-separated held-out concept ids (preset default: a spread-out choice).")  # fmt: skip
+@click.option(
+    "--concepts",
+    default=None,
+    help="Comma-separated held-out concept ids (preset default: a spread-out choice).",
+)
 @click.option(
     "--seeds", type=positive(100), default=None, help="Seeds per concept (preset default)."
 )
-@click.option("--inits", default=",".join(BENCHMARK_INITS), show_default=True, cls=NamesOption, names_kind="generators",
-              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
+@click.option(
+    "--inits",
+    default=",".join(BENCHMARK_INITS),
+    show_default=True,
+    cls=NamesOption,
+    names_kind="generators",
+    extra_names=("scratch", "standard"),
+    help="Comma-separated inits.",
+)
 @click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
-@click.option("--workers", type=positive(256), default=1, show_default=True, help="Processes for collection and fine-tuning (cores/W threads each).")  # fmt: skip
+@click.option(
+    "--workers",
+    type=positive(256),
+    default=1,
+    show_default=True,
+    help="Processes for collection and fine-tuning (cores/W threads each).",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--step0-only", is_flag=True, help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.")  # fmt: skip
+@click.option(
+    "--step0-only",
+    is_flag=True,
+    help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.",
+)
 @common
 @click.pass_context
-def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator, concepts, seeds, inits,
-              max_steps, workers, seed, step0_only, device, overwrite) -> None:  # fmt: skip
+def benchmark(
+    ctx,
+    task,
+    task_option,
+    photos,
+    preset,
+    out,
+    base,
+    data,
+    generator,
+    concepts,
+    seeds,
+    inits,
+    max_steps,
+    workers,
+    seed,
+    step0_only,
+    device,
+    overwrite,
+) -> None:
     """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
     from denoised_weights import api
     from denoised_weights.pipeline.report import headline_table, step0_split_table, step0_table
@@ -221,11 +380,25 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
     for option, path in (("--base", base), ("--data", data), ("--generator", generator)):
         existing_dir(option, path, "a folder made by the matching dnw command")
     results = api.benchmark(
-        out, task=task, task_options=parse_task_options(task_option, photos), preset=preset, base=base,
-        data=data, generator=generator, concepts=csv(concepts) or None, seeds=seeds, inits=csv(inits),
-        max_steps=max_steps, workers=workers, seed=seed, step0_only=step0_only, device=device,
-        overwrite=overwrite, registries=registries_of(ctx), echo=click.echo,
-    )  # fmt: skip
+        out,
+        task=task,
+        task_options=parse_task_options(task_option, photos),
+        preset=preset,
+        base=base,
+        data=data,
+        generator=generator,
+        concepts=csv(concepts) or None,
+        seeds=seeds,
+        inits=csv(inits),
+        max_steps=max_steps,
+        workers=workers,
+        seed=seed,
+        step0_only=step0_only,
+        device=device,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+        echo=click.echo,
+    )
     if step0_only:
         click.echo(step0_table(results["step0"]))
         if results["step0"].get("splits"):
@@ -239,11 +412,35 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
 @click.command()
 @task_options
 @click.option("--workdir", type=OUT, default=Path("runs/demo"), show_default=True)
-@click.option("--from-scratch", is_flag=True, help="Build base, dataset and generator here instead of using the pretrained pack.")  # fmt: skip
-@click.option("--preset", "-p", default="demo", show_default=True, help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).")  # fmt: skip
-@click.option("--concepts", "n_concepts", type=positive(100), default=1, show_default=True, help="Held-out concepts.")  # fmt: skip
-@click.option("--inits", default=",".join(DEMO_INITS), show_default=True, cls=NamesOption, names_kind="generators",
-              extra_names=("scratch", "standard"), help="Comma-separated inits.")  # fmt: skip
+@click.option(
+    "--from-scratch",
+    is_flag=True,
+    help="Build base, dataset and generator here instead of using the pretrained pack.",
+)
+@click.option(
+    "--preset",
+    "-p",
+    default="demo",
+    show_default=True,
+    help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).",
+)
+@click.option(
+    "--concepts",
+    "n_concepts",
+    type=positive(100),
+    default=1,
+    show_default=True,
+    help="Held-out concepts.",
+)
+@click.option(
+    "--inits",
+    default=",".join(DEMO_INITS),
+    show_default=True,
+    cls=NamesOption,
+    names_kind="generators",
+    extra_names=("scratch", "standard"),
+    help="Comma-separated inits.",
+)
 @click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
@@ -253,17 +450,39 @@ def benchmark(ctx, task, task_option, photos, preset, out, base, data, generator
     help="auto (CUDA when present, else CPU), cpu, cuda.",
 )
 @click.pass_context
-def demo(ctx, task, task_option, photos, workdir, from_scratch, preset, n_concepts, inits, max_steps, seed, device) -> None:  # fmt: skip
+def demo(
+    ctx,
+    task,
+    task_option,
+    photos,
+    workdir,
+    from_scratch,
+    preset,
+    n_concepts,
+    inits,
+    max_steps,
+    seed,
+    device,
+) -> None:
     """The main job: a base and a generator (pretrained or built here, resumable), then
     unseen concepts fine-tuned from every init, with the headline table and plots."""
     from denoised_weights import api
     from denoised_weights.pipeline.report import headline_table
 
     results = api.demo(
-        workdir, task=task, task_options=parse_task_options(task_option, photos), from_scratch=from_scratch,
-        preset=preset, n_concepts=n_concepts, inits=csv(inits), max_steps=max_steps, seed=seed,
-        device=device, registries=registries_of(ctx), echo=click.echo,
-    )  # fmt: skip
+        workdir,
+        task=task,
+        task_options=parse_task_options(task_option, photos),
+        from_scratch=from_scratch,
+        preset=preset,
+        n_concepts=n_concepts,
+        inits=csv(inits),
+        max_steps=max_steps,
+        seed=seed,
+        device=device,
+        registries=registries_of(ctx),
+        echo=click.echo,
+    )
     click.echo(headline_table(results))
     click.echo(
         f"report: {workdir / 'report.md'}; plots: {workdir / 'plots'}; pictures: {workdir / 'grids'}"
@@ -276,15 +495,38 @@ def demo(ctx, task, task_option, photos, workdir, from_scratch, preset, n_concep
 @click.option(
     "--data", type=DIR, default=None, help="Its weight dataset (figures for the provenance)."
 )
-@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A results.json to quote in the provenance.")  # fmt: skip
-@click.option("--out", "-o", required=True, type=OUT, help="Pack folder (never inside the installed package; 'make pack' copies a pack into the source tree).")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only what this command wrote).")  # fmt: skip
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A results.json to quote in the provenance.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=OUT,
+    help="Pack folder (never inside the installed package; 'make pack' copies a pack into the source tree).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write into an existing --out (replaces only what this command wrote).",
+)
 @click.pass_context
 def pack(ctx, base, generator, data, results, out, overwrite) -> None:
     """Write a pretrained pack (base + generator, at most 20 MiB) with its provenance."""
     from denoised_weights import api
 
-    info = api.pack(base, generator, out, data=data, results=results, overwrite=overwrite, registries=registries_of(ctx))  # fmt: skip
+    info = api.pack(
+        base,
+        generator,
+        out,
+        data=data,
+        results=results,
+        overwrite=overwrite,
+        registries=registries_of(ctx),
+    )
     click.echo(f"pack in {out}: {info['size_bytes'] / 2**20:.1f} MiB, commit {info['commit']}")
 
 

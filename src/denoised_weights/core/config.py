@@ -76,8 +76,14 @@ def field(
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
     meta: dict[str, Any] = {"help": help}
-    for key, value in (("flags", tuple(flags) if flags else None), ("choices", choices),
-                       ("low", low), ("high", high), ("path", path), ("names", names)):  # fmt: skip
+    for key, value in (
+        ("flags", tuple(flags) if flags else None),
+        ("choices", choices),
+        ("low", low),
+        ("high", high),
+        ("path", path),
+        ("names", names),
+    ):
         if value is not None:
             meta[key] = value
     if low_open:

@@ -192,9 +192,17 @@ class Trainer:
         from tqdm.auto import tqdm
 
         fresh = not self._resume()
-        self._bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc, unit="step",
-                         position=self.position, leave=False, dynamic_ncols=True, mininterval=2,
-                         disable=not self.progress or self.rank != 0)  # fmt: skip
+        self._bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            desc=self.desc,
+            unit="step",
+            position=self.position,
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=2,
+            disable=not self.progress or self.rank != 0,
+        )
         try:
             if fresh:
                 self._after_step()

@@ -430,9 +430,10 @@ class Task(ABC):
         """The concepts of ``split`` made of at most ``max_parts`` parts (the parts of a
         composition are its family's ``+``-separated names), all or ``n`` spread evenly."""
         chosen = [
-            c for c in self.concepts(split)
+            c
+            for c in self.concepts(split)
             if max_parts is None or len(c.family.split("+")) <= max_parts
-        ]  # fmt: skip
+        ]
         if n is None or n >= len(chosen):
             return chosen
         return [chosen[round(i * len(chosen) / n)] for i in range(n)]

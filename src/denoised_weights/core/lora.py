@@ -240,8 +240,12 @@ def save_adapter(
     with atomic_dir(path) as tmp:
         save_tensors(tmp / ADAPTER_WEIGHTS, {PEFT_PREFIX + k: v for k, v in state.items()}, meta)
         spec.to_peft_config().save_pretrained(str(tmp))
-        extra = {"fingerprint": fingerprint, "lora_spec": spec.to_dict(), **(metadata or {}),
-                 "sha256": sha256_file(tmp / ADAPTER_WEIGHTS)}  # fmt: skip
+        extra = {
+            "fingerprint": fingerprint,
+            "lora_spec": spec.to_dict(),
+            **(metadata or {}),
+            "sha256": sha256_file(tmp / ADAPTER_WEIGHTS),
+        }
         (tmp / "dnw_adapter.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
     return path
 

@@ -120,14 +120,18 @@ class NearestExamplesInit(_DatasetInit):
 
     SEED = 20_240_711
 
-    def __init__(self, path: str | Path, data: str | Path, registries: Any = None, **_: Any) -> None:  # fmt: skip
+    def __init__(
+        self, path: str | Path, data: str | Path, registries: Any = None, **_: Any
+    ) -> None:
         from denoised_weights.generators.diffusion import DiffusionGenerator
 
         super().__init__(data)
         self.generator = DiffusionGenerator(path, registries=registries)
         self.path = self.generator.path
         if not self.generator.reads_examples:
-            raise DnwError(f"--init nearest-examples needs a generator that reads examples (dnw fit --conditioning examples); {path} reads prompts only")  # fmt: skip
+            raise DnwError(
+                f"--init nearest-examples needs a generator that reads examples (dnw fit --conditioning examples); {path} reads prompts only"
+            )
         self._bank: tuple[torch.Tensor, list[str]] | None = None
 
     @torch.no_grad()
@@ -142,8 +146,14 @@ class NearestExamplesInit(_DatasetInit):
         if self._bank is None:
             owners = self.dataset.concepts
             n = self.generator.conditioner.n_examples
-            vectors = [self.embed(task.make_data(task.get_concept(c), arch=arch, split="train", n=n, seed=self.SEED))
-                       for c in owners]  # fmt: skip
+            vectors = [
+                self.embed(
+                    task.make_data(
+                        task.get_concept(c), arch=arch, split="train", n=n, seed=self.SEED
+                    )
+                )
+                for c in owners
+            ]
             self._bank = (torch.stack(vectors), owners)
         return self._bank
 
@@ -154,10 +164,20 @@ class NearestExamplesInit(_DatasetInit):
         return owners[best], float(sims[best])
 
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
-        raise DnwError("--init nearest-examples retrieves by the new concept's examples: fine-tune on data (--pairs DIR or --concept)")  # fmt: skip
+        raise DnwError(
+            "--init nearest-examples retrieves by the new concept's examples: fine-tune on data (--pairs DIR or --concept)"
+        )
 
-    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, task: Any = None,
-                   data: Any = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        task: Any = None,
+        data: Any = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> StateDict:
         if task is None or arch is None or not data:
             return self.generate(prompt, seed=seed)
         concept, _ = self.nearest_concept(data, task, arch)
@@ -253,8 +273,18 @@ class FineInit(_DatasetInit):
         state = self.generate(prompt, seed=seed)
         if arch is None or model is None or not data or self.fit_steps == 0:
             return state
-        return fit_sigma(state, self.bases, arch=arch, model=model, data=data, carry=carry,
-                         seed=seed, steps=self.fit_steps, lr=self.lr, batch_size=self.batch_size)  # fmt: skip
+        return fit_sigma(
+            state,
+            self.bases,
+            arch=arch,
+            model=model,
+            data=data,
+            carry=carry,
+            seed=seed,
+            steps=self.fit_steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+        )
 
     @property
     def training_steps(self) -> int:
@@ -263,10 +293,18 @@ class FineInit(_DatasetInit):
 
 
 def fit_sigma(
-    state: StateDict, bases: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], *,
-    arch: TargetArchitecture, model: nn.Module, data: Mapping[str, torch.Tensor],
-    carry: Mapping[str, torch.Tensor] | None, seed: int, steps: int, lr: float, batch_size: int,
-) -> StateDict:  # fmt: skip
+    state: StateDict,
+    bases: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    arch: TargetArchitecture,
+    model: nn.Module,
+    data: Mapping[str, torch.Tensor],
+    carry: Mapping[str, torch.Tensor] | None,
+    seed: int,
+    steps: int,
+    lr: float,
+    batch_size: int,
+) -> StateDict:
     """FINE's fit: with ``lora_B = U·diag(σ)`` per layer and everything else frozen, train
     only σ for ``steps`` architecture training steps on ``data``; returns the LoRA state."""
     from torch.nn.utils import parametrize
@@ -283,7 +321,9 @@ def fit_sigma(
     for layer, (u, _, sigma) in bases.items():
         module = model.get_submodule(layer).lora_B["default"]
         device = module.weight.device
-        parametrize.register_parametrization(module, "weight", _SigmaB(u.to(device), sigma.to(device), module.weight.shape))  # fmt: skip
+        parametrize.register_parametrization(
+            module, "weight", _SigmaB(u.to(device), sigma.to(device), module.weight.shape)
+        )
         module.parametrizations.weight.original.requires_grad_(False)
         wrapped.append(module)
     tstate = arch.init_training(model, seed=seed, lr=lr)
@@ -341,7 +381,9 @@ class _OracleInit(_DatasetInit):
         ]
 
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
-        raise DnwError(f"{type(self).__name__} is an oracle: it needs the task to know the concept; use it through finetune, compare or the benchmark")  # fmt: skip
+        raise DnwError(
+            f"{type(self).__name__} is an oracle: it needs the task to know the concept; use it through finetune, compare or the benchmark"
+        )
 
 
 class NearestParamInit(_OracleInit):
@@ -373,7 +415,13 @@ class InterpolateInit(_OracleInit):
             return self._fallback(prompt, seed)
         want = dict(target.params)
         for name in want:  # the concept's parameter that its peers vary in, the others equal
-            line = [c for c, _ in peers if all(abs(dict(c.params).get(k, 0.0) - v) < 1e-9 for k, v in want.items() if k != name)]  # fmt: skip
+            line = [
+                c
+                for c, _ in peers
+                if all(
+                    abs(dict(c.params).get(k, 0.0) - v) < 1e-9 for k, v in want.items() if k != name
+                )
+            ]
             below = [c for c in line if dict(c.params)[name] < want[name]]
             above = [c for c in line if dict(c.params)[name] > want[name]]
             if below and above:

@@ -35,8 +35,14 @@ TaskData = Mapping[str, torch.Tensor]
 class Conditioner(nn.Module):
     """Cross-attention tokens ``[P, L, D]`` and mask ``[P, L]`` for P concepts."""
 
-    def __init__(self, mode: str, text_encoder: Any, example_encoder: nn.Module | None = None,
-                 encoder_name: str | None = None, n_examples: int = 8) -> None:  # fmt: skip
+    def __init__(
+        self,
+        mode: str,
+        text_encoder: Any,
+        example_encoder: nn.Module | None = None,
+        encoder_name: str | None = None,
+        n_examples: int = 8,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise DnwError(f"unknown conditioning {mode!r}: {', '.join(MODES)}")
@@ -117,8 +123,11 @@ class Conditioner(nn.Module):
 
     # -- on disk, beside the generator -----------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"mode": self.mode, "example_encoder": self.encoder_name,
-                "n_examples": self.n_examples}  # fmt: skip
+        return {
+            "mode": self.mode,
+            "example_encoder": self.encoder_name,
+            "n_examples": self.n_examples,
+        }
 
     def save(self, folder: Path) -> None:
         from denoised_weights.core.io import save_tensors, write_json
@@ -152,7 +161,14 @@ def load_conditioner(folder: Path, text_encoder: Any, registries: Any = None) ->
         try:
             encoder.load_state_dict(weights)
         except RuntimeError as exc:
-            raise DnwError(f"{folder / WEIGHTS} does not fit example encoder {cfg['example_encoder']!r} ({str(exc).splitlines()[0]})") from None  # fmt: skip
+            raise DnwError(
+                f"{folder / WEIGHTS} does not fit example encoder {cfg['example_encoder']!r} ({str(exc).splitlines()[0]})"
+            ) from None
         encoder.eval()
-    return Conditioner(cfg["mode"], text_encoder, encoder, cfg.get("example_encoder"),
-                       int(cfg.get("n_examples", 8)))  # fmt: skip
+    return Conditioner(
+        cfg["mode"],
+        text_encoder,
+        encoder,
+        cfg.get("example_encoder"),
+        int(cfg.get("n_examples", 8)),
+    )

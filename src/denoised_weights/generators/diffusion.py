@@ -160,7 +160,9 @@ class DiffusionGenerator(WeightGenerator):
         self.info = read_json_object(where, "generator description", GENERATOR_KEYS)
         kind = self.info["prediction_type"]
         if kind not in PREDICTIONS:
-            raise DnwError(f"{where}: unknown prediction_type {kind!r} ({', '.join(PREDICTIONS)}); the file is damaged")  # fmt: skip
+            raise DnwError(
+                f"{where}: unknown prediction_type {kind!r} ({', '.join(PREDICTIONS)}); the file is damaged"
+            )
         t = self.info.get("default_timestep", DEFAULT_TIMESTEP[kind])
         if not isinstance(t, int) or not 0 <= t < 1000:
             raise DnwError(
@@ -170,14 +172,18 @@ class DiffusionGenerator(WeightGenerator):
             raise DnwError(f"{where}: default_start must be mean or noise; the file is damaged")
         weights = self.path / "model" / "diffusion_pytorch_model.safetensors"
         if not weights.is_file():
-            raise DnwError(f"{weights.parent}: no diffusion_pytorch_model.safetensors (only safetensors weights are loaded); the generator is damaged")  # fmt: skip
+            raise DnwError(
+                f"{weights.parent}: no diffusion_pytorch_model.safetensors (only safetensors weights are loaded); the generator is damaged"
+            )
         try:
             self.model = WeightUNet1D.from_pretrained(
                 str(self.path / "model"), use_safetensors=True
             ).eval()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DnwError(f"{self.path / 'model'}: the generator's network does not load ({reason[:200]}); the folder is damaged") from None  # fmt: skip
+            raise DnwError(
+                f"{self.path / 'model'}: the generator's network does not load ({reason[:200]}); the folder is damaged"
+            ) from None
         self.model.requires_grad_(False)
         self.scheduler = _scheduler(kind)
         self.blocker = blocker_from_layout(
@@ -191,7 +197,9 @@ class DiffusionGenerator(WeightGenerator):
         centred = bool(self.info.get("centered", False))
         needed = ("mean", "scale") if centred else ("mean",)
         if any(k not in stats or tuple(stats[k].shape) != shape for k in needed):
-            raise DnwError(f"{self.path / 'mean_blocks.safetensors'} does not fit the blocker layout; the generator is damaged")  # fmt: skip
+            raise DnwError(
+                f"{self.path / 'mean_blocks.safetensors'} does not fit the blocker layout; the generator is damaged"
+            )
         self.mean_blocks = stats["mean"]
         fixed = self.path / "fixed.safetensors"  # shared down-projections, the same for all
         self.fixed = load_tensors(fixed, finite=True)[0] if fixed.is_file() else {}
@@ -274,9 +282,14 @@ class DiffusionGenerator(WeightGenerator):
         return blocks if g == 1.0 else self.mean_blocks + g * (blocks - self.mean_blocks)
 
     def _sample_blocks(
-        self, context: tuple[torch.Tensor, torch.Tensor], *, seed: int, steps: int,
-        timestep: int | None, start: str | None,
-    ) -> torch.Tensor:  # fmt: skip
+        self,
+        context: tuple[torch.Tensor, torch.Tensor],
+        *,
+        seed: int,
+        steps: int,
+        timestep: int | None,
+        start: str | None,
+    ) -> torch.Tensor:
         n, b = self.blocker.n_blocks, self.blocker.block_size
         tokens, mask = context  # one concept, read by every block
         shared = torch.zeros(n, dtype=torch.long)
@@ -319,13 +332,23 @@ class DiffusionGenerator(WeightGenerator):
         state = self.blocker.from_blocks(self.generate_blocks(prompt, seed=seed, **options))
         return {**{k: v.clone() for k, v in self.fixed.items()}, **state}
 
-    def initialise(self, prompt: str, *, data: Mapping[str, torch.Tensor] | None = None,
-                   seed: int = 0, **_: Any) -> dict[str, torch.Tensor]:  # fmt: skip
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        data: Mapping[str, torch.Tensor] | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> dict[str, torch.Tensor]:
         """The generated LoRA; a generator that reads examples reads the first of the
         concept's training ``data`` (a ``both`` generator without data: the prompt alone)."""
         if self.reads_examples and not data:
             if self.conditioner.mode == "examples":
-                raise DnwError(f"{self.path}: this generator reads the new concept's examples; fine-tune on data (--pairs DIR or --concept)")  # fmt: skip
-            warnings.warn("no examples of the new concept: the generator reads the prompt alone", stacklevel=2)  # fmt: skip
+                raise DnwError(
+                    f"{self.path}: this generator reads the new concept's examples; fine-tune on data (--pairs DIR or --concept)"
+                )
+            warnings.warn(
+                "no examples of the new concept: the generator reads the prompt alone", stacklevel=2
+            )
         examples = dict(data) if data and self.reads_examples else None
         return self.generate(prompt, seed=seed, examples=examples)

@@ -32,8 +32,15 @@ def _layers(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
 
 
 class _GeneratedInit(WeightGenerator):
-    def __init__(self, path: str | Path, fit_steps: int = 20, lr: float = 1e-2, batch_size: int = 8,
-                 registries: Any = None, **_: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        fit_steps: int = 20,
+        lr: float = 1e-2,
+        batch_size: int = 8,
+        registries: Any = None,
+        **_: Any,
+    ) -> None:
         from denoised_weights.generators.diffusion import DiffusionGenerator
 
         self.generator = DiffusionGenerator(path, registries=registries)
@@ -55,8 +62,17 @@ class _GeneratedInit(WeightGenerator):
 class FineGeneratedInit(_GeneratedInit):
     """FINE on the generated LoRA: its own per-layer SVD, only the singular values fitted."""
 
-    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, model: nn.Module | None = None,
-                   data: Mapping[str, torch.Tensor] | None = None, carry: Any = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        data: Mapping[str, torch.Tensor] | None = None,
+        carry: Any = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> StateDict:
         from denoised_weights.core.lora import lora_products
         from denoised_weights.generators.baselines import _pad_columns, fit_sigma
 
@@ -72,15 +88,34 @@ class FineGeneratedInit(_GeneratedInit):
             a_key = f"{layer}.lora_A.weight"
             state[a_key] = v.T.float().reshape(state[a_key].shape).contiguous()
             bases[layer] = (u.float(), v.float(), sigma.float())
-        return fit_sigma(state, bases, arch=arch, model=model, data=data, carry=carry, seed=seed,
-                         steps=self.fit_steps, lr=self.lr, batch_size=self.batch_size)  # fmt: skip
+        return fit_sigma(
+            state,
+            bases,
+            arch=arch,
+            model=model,
+            data=data,
+            carry=carry,
+            seed=seed,
+            steps=self.fit_steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+        )
 
 
 class BlendInit(_GeneratedInit):
     """Per-layer coefficients over {generated, k nearest, mean}, fitted on the task's loss."""
 
-    def __init__(self, path: str | Path, data: str | Path, k: int = 3, fit_steps: int = 20, lr: float = 5e-2,
-                 batch_size: int = 8, registries: Any = None, **_: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        data: str | Path,
+        k: int = 3,
+        fit_steps: int = 20,
+        lr: float = 5e-2,
+        batch_size: int = 8,
+        registries: Any = None,
+        **_: Any,
+    ) -> None:
         from denoised_weights.generators.baselines import MeanInit, NearestInit
 
         super().__init__(
@@ -94,11 +129,23 @@ class BlendInit(_GeneratedInit):
         """The generated LoRA first, then the k nearest trained ones, then the mean."""
         picked = [concept for concept, _ in self.nearest.nearest_concepts(prompt, self.k)]
         ds = self.nearest.dataset
-        return [self.generate(prompt, seed=seed), *[ds.load_concept(c)[-1] for c in picked],
-                self.mean.generate(prompt)]  # fmt: skip
+        return [
+            self.generate(prompt, seed=seed),
+            *[ds.load_concept(c)[-1] for c in picked],
+            self.mean.generate(prompt),
+        ]
 
-    def initialise(self, prompt: str, *, arch: TargetArchitecture | None = None, model: nn.Module | None = None,
-                   task: Any = None, data: Mapping[str, torch.Tensor] | None = None, seed: int = 0, **_: Any) -> StateDict:  # fmt: skip
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        task: Any = None,
+        data: Mapping[str, torch.Tensor] | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> StateDict:
         from denoised_weights.core.engine import Trainer
         from denoised_weights.core.interfaces import data_size
         from denoised_weights.core.lora import functional_forward, lora_parameter_names

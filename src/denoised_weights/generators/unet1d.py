@@ -70,7 +70,10 @@ class Transformer1D(nn.Module):
         t = t + self.self_attn(h, h, h, need_weights=False)[0]
         h = self.norm2(t)
         if text_index is None:
-            t = t + self.cross_attn(h, text, text, key_padding_mask=~text_mask, need_weights=False)[0]  # fmt: skip
+            t = (
+                t
+                + self.cross_attn(h, text, text, key_padding_mask=~text_mask, need_weights=False)[0]
+            )
         else:
             t = t + self._cross_shared(h, text, text_mask, text_index)
         t = t + self.mlp(self.norm3(t))

@@ -101,8 +101,16 @@ def train_base(
     )
     save_tensors(out / MODEL_FILE, model.state_dict(), {"architecture": arch.name})
     save_tensors(out / CARRY_FILE, arch.training_carry(tstate))
-    write_json(out / "curve.json", {"init": "base", "prompt": "", "init_seconds": 0.0,
-                                    **evaluation_cost(trainer), "points": points})  # fmt: skip
+    write_json(
+        out / "curve.json",
+        {
+            "init": "base",
+            "prompt": "",
+            "init_seconds": 0.0,
+            **evaluation_cost(trainer),
+            "points": points,
+        },
+    )
     write_json(
         out / BASE_CONFIG,
         {
@@ -160,10 +168,12 @@ def load_base(
     wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         what = (
-            f"missing {', '.join(missing[:3])}" if missing
-            else f"unexpected {', '.join(unexpected[:3])}" if unexpected
+            f"missing {', '.join(missing[:3])}"
+            if missing
+            else f"unexpected {', '.join(unexpected[:3])}"
+            if unexpected
             else f"{wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, the network {tuple(expected[wrong[0]].shape)}"
-        )  # fmt: skip
+        )
         raise DnwError(
             f"{path / MODEL_FILE} does not fit {arch.name} ({what}); the base is damaged"
         )

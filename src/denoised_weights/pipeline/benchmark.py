@@ -37,8 +37,18 @@ INITS = BENCHMARK_INITS
 #: inits that need the weight dataset
 DATA_INITS = ("mean", "nearest", "noisy-nearest", "fine", "nearest-param", "interpolate")
 RESULTS_VERSION = 2
-OWNED = ("base", "dataset", "generator", "runs", "step0.json", "inputs.json", "results.json",
-         "report.md", "plots", "grids")  # fmt: skip
+OWNED = (
+    "base",
+    "dataset",
+    "generator",
+    "runs",
+    "step0.json",
+    "inputs.json",
+    "results.json",
+    "report.md",
+    "plots",
+    "grids",
+)
 
 
 @dataclass
@@ -111,9 +121,19 @@ def build_inputs(
     timings: dict[str, Any] = {}
     if spec.base is None and not (base / BASE_CONFIG).is_file():
         echo(f"[build] base model ({p.arch}) in {base}")
-        train_base(task, arch, base, options=BaseOptions(**{**p.base, "seed": spec.seed}),
-                   device=spec.device, registries=registries)  # fmt: skip
-    timings["base_seconds"] = read_json(base / BASE_CONFIG).get("train_seconds") if (base / BASE_CONFIG).is_file() else None  # fmt: skip
+        train_base(
+            task,
+            arch,
+            base,
+            options=BaseOptions(**{**p.base, "seed": spec.seed}),
+            device=spec.device,
+            registries=registries,
+        )
+    timings["base_seconds"] = (
+        read_json(base / BASE_CONFIG).get("train_seconds")
+        if (base / BASE_CONFIG).is_file()
+        else None
+    )
 
     needs_data = spec.generator is None or any(i in DATA_INITS for i in spec.inits)
     if spec.data is None and needs_data:  # collect resumes: stored concepts are skipped
@@ -124,13 +144,26 @@ def build_inputs(
             for c in task.select_concepts("train", n=pick["concepts"], max_parts=pick["max_parts"])
         ]
         echo(f"[build] weight dataset ({len(ids)} training concepts) in {data}")
-        collect(task, arch, base, data, concept_ids=ids, opts=CollectOptions(**{**opts, "seed": spec.seed}),
-                preset=p.arch, workers=spec.workers, device=spec.device, echo=echo,
-                registries=registries)  # fmt: skip
+        collect(
+            task,
+            arch,
+            base,
+            data,
+            concept_ids=ids,
+            opts=CollectOptions(**{**opts, "seed": spec.seed}),
+            preset=p.arch,
+            workers=spec.workers,
+            device=spec.device,
+            echo=echo,
+            registries=registries,
+        )
     if needs_data or spec.data is not None:
         info = WeightDataset(data).info()
-        timings.update(collection_seconds=info.get("collection_seconds"),
-                       dataset_concepts=info["concepts"], dataset_entries=info["entries"])  # fmt: skip
+        timings.update(
+            collection_seconds=info.get("collection_seconds"),
+            dataset_concepts=info["concepts"],
+            dataset_entries=info["entries"],
+        )
     else:
         data = None
     if spec.generator is None and not (generator / GENERATOR_CONFIG).is_file():
@@ -163,7 +196,9 @@ def run_benchmark(
     lora_inits = [i for i in spec.inits if i != "scratch"]
     if unknown or not (lora_inits if spec.step0_only else "scratch" in spec.inits):
         need = "a LoRA init" if spec.step0_only else "scratch (its final value is the target)"
-        raise DnwError(f"--inits must include {need} and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}")  # fmt: skip
+        raise DnwError(
+            f"--inits must include {need} and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}"
+        )
     concept_ids = (
         check_concepts(task, spec.concepts)
         if spec.concepts
@@ -173,17 +208,35 @@ def run_benchmark(
     max_steps = spec.max_steps or p.max_steps
     out = spec.out
     settings = {"task": task.name, "preset": spec.preset, "seed": spec.seed}
-    claim_output(out, "benchmark", settings, overwrite=spec.overwrite, owned=OWNED, seed=spec.seed,
-                 config={**settings, "bench": asdict(p)})  # fmt: skip
+    claim_output(
+        out,
+        "benchmark",
+        settings,
+        overwrite=spec.overwrite,
+        owned=OWNED,
+        seed=spec.seed,
+        config={**settings, "bench": asdict(p)},
+    )
     arch, base, data, generator, timings = build_inputs(task, spec, echo, registries)
     config = {
-        "task": task.name, "preset": spec.preset, "bench": asdict(p), "base": str(base),
-        "data": str(data), "generator": str(generator), "concepts": concept_ids, "seeds": seeds,
-        "inits": list(spec.inits), "max_steps": max_steps, "metric": task.target_metric,
+        "task": task.name,
+        "preset": spec.preset,
+        "bench": asdict(p),
+        "base": str(base),
+        "data": str(data),
+        "generator": str(generator),
+        "concepts": concept_ids,
+        "seeds": seeds,
+        "inits": list(spec.inits),
+        "max_steps": max_steps,
+        "metric": task.target_metric,
         "higher_is_better": task.higher_is_better,
-    }  # fmt: skip
+    }
     check_inputs(out, base, data, generator)
-    initialisers = {n: make_initialiser(n, generator=generator, data=data, registries=registries) for n in spec.inits}  # fmt: skip
+    initialisers = {
+        n: make_initialiser(n, generator=generator, data=data, registries=registries)
+        for n in spec.inits
+    }
     if spec.step0_only:  # every init on every held-out concept, no fine-tuning
         step0 = step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, registries)
         return {"config": config, "step0": step0}
@@ -191,11 +244,25 @@ def run_benchmark(
     if spec.workers > 1:  # fill the run folders in parallel; the loop below then reads them back
         run_jobs_in_workers(task, spec, arch, base, data, generator, jobs, max_steps)
     comparisons = [
-        compare_job(task, spec, arch, base, initialisers, cid, seed, max_steps, registries,
-                    progress=lambda init, k=k, cid=cid: echo(f"[{k}/{len(jobs)}] {cid}: {init}"))
+        compare_job(
+            task,
+            spec,
+            arch,
+            base,
+            initialisers,
+            cid,
+            seed,
+            max_steps,
+            registries,
+            progress=lambda init, k=k, cid=cid: echo(f"[{k}/{len(jobs)}] {cid}: {init}"),
+        )
         for k, (cid, seed) in enumerate(jobs, start=1)
-    ]  # fmt: skip
-    step0 = step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, registries) if p.step0_all else None  # fmt: skip
+    ]
+    step0 = (
+        step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, registries)
+        if p.step0_all
+        else None
+    )
     audit = (
         memorization_audit(task, out, concept_ids, spec.seed, initialisers.get("generated"), data)
         if data is not None and "generated" in initialisers and "standard" in spec.inits
@@ -214,7 +281,9 @@ def run_benchmark(
     return results
 
 
-def compare_job(task, spec, arch, base, initialisers, cid, seed, max_steps, registries=None, progress=None):  # fmt: skip
+def compare_job(
+    task, spec, arch, base, initialisers, cid, seed, max_steps, registries=None, progress=None
+):
     """Every init fine-tuned on one (concept, seed); resumes, so a finished job is only read."""
     from denoised_weights.pipeline.compare import compare_inits
     from denoised_weights.pipeline.finetune import FinetuneOptions
@@ -224,15 +293,29 @@ def compare_job(task, spec, arch, base, initialisers, cid, seed, max_steps, regi
     train = task.make_data(concept, arch=arch, split="train", n=p.n_train, seed=seed)
     held = task.make_data(concept, arch=arch, split="eval", n=p.n_eval, seed=seed + 1)
     options = FinetuneOptions(
-        max_steps=max_steps, eval_every=p.eval_every, batch_size=p.batch_size,
-        metrics=tuple(p.metrics) or None, seed=seed,
+        max_steps=max_steps,
+        eval_every=p.eval_every,
+        batch_size=p.batch_size,
+        metrics=tuple(p.metrics) or None,
+        seed=seed,
         snapshot_at=tuple(t for t in p.snapshot_at if t <= max_steps),
-    )  # fmt: skip
+    )
     return compare_inits(
-        task, arch, spec.out / "runs" / cid / f"seed{seed}", train=train, eval=held, label=concept.id,
-        prompt=concept.prompt, base=base, inits=spec.inits, initialisers=initialisers,
-        options=options, progress=progress, device=spec.device, registries=registries,
-    )  # fmt: skip
+        task,
+        arch,
+        spec.out / "runs" / cid / f"seed{seed}",
+        train=train,
+        eval=held,
+        label=concept.id,
+        prompt=concept.prompt,
+        base=base,
+        inits=spec.inits,
+        initialisers=initialisers,
+        options=options,
+        progress=progress,
+        device=spec.device,
+        registries=registries,
+    )
 
 
 @dataclass
@@ -268,7 +351,9 @@ def _job_worker(job: BenchJob) -> None:
     task = resolve_task(job.task, **job.task_options)
     arch = create_architecture(job.architecture, **job.arch_config)
     spec = job.spec
-    initialisers = {n: make_initialiser(n, generator=job.generator, data=job.data) for n in spec.inits}  # fmt: skip
+    initialisers = {
+        n: make_initialiser(n, generator=job.generator, data=job.data) for n in spec.inits
+    }
     for cid, seed in job.jobs:
         compare_job(task, spec, arch, job.base, initialisers, cid, seed, job.max_steps)
         print(f"[worker {job.position}] {cid} seed {seed}: done", flush=True)
@@ -283,9 +368,19 @@ def run_jobs_in_workers(task, spec, arch, base, data, generator, jobs, max_steps
     from denoised_weights.core.workers import run_workers, threads_per_worker
 
     workers = min(spec.workers, len(jobs))
-    job = BenchJob(task=task.name, task_options=dict(getattr(task, "options", {}) or {}), spec=spec,
-                   architecture=arch.name, arch_config=arch.config, base=base, data=data,
-                   generator=generator, jobs=[], max_steps=max_steps, threads=threads_per_worker(workers))  # fmt: skip
+    job = BenchJob(
+        task=task.name,
+        task_options=dict(getattr(task, "options", {}) or {}),
+        spec=spec,
+        architecture=arch.name,
+        arch_config=arch.config,
+        base=base,
+        data=data,
+        generator=generator,
+        jobs=[],
+        max_steps=max_steps,
+        threads=threads_per_worker(workers),
+    )
     run_workers(
         _job_worker,
         [(replace(job, jobs=jobs[w::workers], position=w),) for w in range(workers)],
@@ -308,10 +403,13 @@ def check_inputs(out: Path, base: Path, data: Path | None, generator: Path) -> N
     current = {
         "base": _digest(base / BASE_CONFIG),
         "generator": _digest(generator / GENERATOR_CONFIG),
-        "dataset": None if data is None else {
-            "concepts": len(list((data / "manifest").glob("*.json"))), "card": _digest(data / "dataset.json"),
+        "dataset": None
+        if data is None
+        else {
+            "concepts": len(list((data / "manifest").glob("*.json"))),
+            "card": _digest(data / "dataset.json"),
         },
-    }  # fmt: skip
+    }
     path = out / "inputs.json"
     if path.is_file():
         before = read_json(path)
@@ -325,7 +423,9 @@ def check_inputs(out: Path, base: Path, data: Path | None, generator: Path) -> N
     write_json(path, current)
 
 
-def step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, registries=None) -> dict[str, Any]:  # fmt: skip
+def step0_all_held_out(
+    task, arch, base, initialisers, spec, p, out, echo, registries=None
+) -> dict[str, Any]:
     """Step-0 value of every LoRA init on every held-out concept (cached in step0.json)."""
     from denoised_weights.pipeline.compare import step0_quality
 
@@ -343,8 +443,18 @@ def step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, regis
         if spec.concepts
         else [c.id for c in task.concepts("held-out")]
     )
-    rows = step0_quality(task, arch, base=base, concepts=ids, initialisers=inits, n_train=p.n_train,
-                         n_eval=p.n_eval, seed=spec.seed, device=spec.device, registries=registries)  # fmt: skip
+    rows = step0_quality(
+        task,
+        arch,
+        base=base,
+        concepts=ids,
+        initialisers=inits,
+        n_train=p.n_train,
+        n_eval=p.n_eval,
+        seed=spec.seed,
+        device=spec.device,
+        registries=registries,
+    )
     key, sign = task.target_metric, (-1 if task.higher_is_better else 1)
     summary: dict[str, Any] = {}
     for name in inits:
@@ -357,8 +467,14 @@ def step0_all_held_out(task, arch, base, initialisers, spec, p, out, echo, regis
     from denoised_weights.pipeline.significance import by_split
 
     splits = by_split(rows, list(inits), key, higher_is_better=task.higher_is_better)
-    result = {"concepts": len(rows), "metric": key, "higher_is_better": task.higher_is_better,
-              "summary": summary, "splits": splits, "rows": rows}  # fmt: skip
+    result = {
+        "concepts": len(rows),
+        "metric": key,
+        "higher_is_better": task.higher_is_better,
+        "summary": summary,
+        "splits": splits,
+        "rows": rows,
+    }
     write_json(path, result)
     from denoised_weights.pipeline.report import plot_step0_distance
 
@@ -382,32 +498,52 @@ def memorization_audit(task, out, concept_ids, seed, generated, data) -> list[di
         gen = generated.generate(task.get_concept(cid).prompt, seed=seed)
         closest = min((lora_distance(gen, s), e["concept"]) for e, s in train)
         own_closest = min((lora_distance(own, s), e["concept"]) for e, s in train)
-        rows.append({
-            "concept": cid, "generated_to_own": lora_distance(gen, own),
-            "generated_to_closest_training": closest[0], "closest_training_concept": closest[1],
-            "own_to_closest_training": own_closest[0], "own_closest_training_concept": own_closest[1],
-            "own_norm": lora_distance(own, zero), "generated_norm": lora_distance(gen, zero),
-        })  # fmt: skip
+        rows.append(
+            {
+                "concept": cid,
+                "generated_to_own": lora_distance(gen, own),
+                "generated_to_closest_training": closest[0],
+                "closest_training_concept": closest[1],
+                "own_to_closest_training": own_closest[0],
+                "own_closest_training_concept": own_closest[1],
+                "own_norm": lora_distance(own, zero),
+                "generated_norm": lora_distance(gen, zero),
+            }
+        )
     return rows
 
 
 # -- summary ---------------------------------------------------------------------------------
-_SPEEDUPS = ("speedup_vs_scratch_steps", "speedup_vs_scratch_seconds",
-             "speedup_vs_standard_steps", "speedup_vs_standard_seconds")  # fmt: skip
+_SPEEDUPS = (
+    "speedup_vs_scratch_steps",
+    "speedup_vs_scratch_seconds",
+    "speedup_vs_standard_steps",
+    "speedup_vs_standard_seconds",
+)
 
 
 def _row(comp: dict[str, Any], init: str) -> dict[str, Any]:
     ref, std, r = comp["inits"]["scratch"], comp["inits"].get("standard"), comp["inits"][init]
     return {
-        "concept": comp["concept"], "seed": comp["seed"], "init": init, "target": comp["target"],
-        "step0": r["step0"], "final": r["final"], "init_seconds": r.get("init_seconds", 0.0),
-        "steps_to_target": r["steps_to_target"], "seconds_to_target": r["seconds_to_target"],
+        "concept": comp["concept"],
+        "seed": comp["seed"],
+        "init": init,
+        "target": comp["target"],
+        "step0": r["step0"],
+        "final": r["final"],
+        "init_seconds": r.get("init_seconds", 0.0),
+        "steps_to_target": r["steps_to_target"],
+        "seconds_to_target": r["seconds_to_target"],
         "speedup_vs_scratch_steps": _ratio(ref["steps_to_target"], r["steps_to_target"]),
         "speedup_vs_scratch_seconds": _ratio(ref["seconds_to_target"], r["seconds_to_target"]),
-        "speedup_vs_standard_steps": _ratio(std["steps_to_target"], r["steps_to_target"]) if std else None,
-        "speedup_vs_standard_seconds": _ratio(std["seconds_to_target"], r["seconds_to_target"]) if std else None,
+        "speedup_vs_standard_steps": _ratio(std["steps_to_target"], r["steps_to_target"])
+        if std
+        else None,
+        "speedup_vs_standard_seconds": _ratio(std["seconds_to_target"], r["seconds_to_target"])
+        if std
+        else None,
         "final_vs_scratch": r["final"] - ref["final"],
-    }  # fmt: skip
+    }
 
 
 def _geo_mean(values: Sequence[float | None]) -> float | None:
@@ -451,33 +587,62 @@ def summarise(
     sign = -1 if higher_is_better else 1
     per_init: dict[str, Any] = {}
     for init in inits:
-        by_concept = {c: _per_concept([r for r in rows if r["init"] == init and r["concept"] == c]) for c in concepts}  # fmt: skip
+        by_concept = {
+            c: _per_concept([r for r in rows if r["init"] == init and r["concept"] == c])
+            for c in concepts
+        }
         per_init[init] = {
             "reached_fraction": statistics.fmean(c["reached"] for c in by_concept.values()),
-            **{k: _median_iqr([c[k] for c in by_concept.values()])
-               for k in ("steps_to_target", "seconds_to_target", "step0", "final", "final_vs_scratch", *_SPEEDUPS)},
-            "final_no_worse_than_scratch": sum(sign * c["final_vs_scratch"] <= 0 for c in by_concept.values()),
+            **{
+                k: _median_iqr([c[k] for c in by_concept.values()])
+                for k in (
+                    "steps_to_target",
+                    "seconds_to_target",
+                    "step0",
+                    "final",
+                    "final_vs_scratch",
+                    *_SPEEDUPS,
+                )
+            },
+            "final_no_worse_than_scratch": sum(
+                sign * c["final_vs_scratch"] <= 0 for c in by_concept.values()
+            ),
             "concepts": by_concept,
-        }  # fmt: skip
+        }
     summary: dict[str, Any] = {"concepts": len(concepts), "seeds": len({r["seed"] for r in rows})}
     gen, near = per_init.get("generated"), per_init.get("nearest")
     if gen:
         summary["generated"] = {k: gen[k]["median"] for k in (*_SPEEDUPS, "final_vs_scratch")}
         if near:
-            ratios = [_ratio(near["concepts"][c]["steps_to_target"], gen["concepts"][c]["steps_to_target"]) for c in concepts]  # fmt: skip
+            ratios = [
+                _ratio(
+                    near["concepts"][c]["steps_to_target"], gen["concepts"][c]["steps_to_target"]
+                )
+                for c in concepts
+            ]
             summary["generated"]["speedup_vs_nearest_steps"] = _median_iqr(ratios)["median"]
     summary["costs"] = cost_accounting(per_init, timings)
     if audit:
         summary["memorization"] = {
-            "closer_to_a_training_lora": sum(a["generated_to_closest_training"] < a["generated_to_own"] for a in audit),
+            "closer_to_a_training_lora": sum(
+                a["generated_to_closest_training"] < a["generated_to_own"] for a in audit
+            ),
             "concepts": len(audit),
             "median_generated_to_own": statistics.median(a["generated_to_own"] for a in audit),
-            "median_generated_to_closest_training": statistics.median(a["generated_to_closest_training"] for a in audit),
-        }  # fmt: skip
+            "median_generated_to_closest_training": statistics.median(
+                a["generated_to_closest_training"] for a in audit
+            ),
+        }
     if step0:
         summary["step0_all_held_out"] = step0["summary"]
-    return {"version": RESULTS_VERSION, "summary": summary, "inits": per_init, "rows": rows,
-            "memorization": audit, "timings": timings}  # fmt: skip
+    return {
+        "version": RESULTS_VERSION,
+        "summary": summary,
+        "inits": per_init,
+        "rows": rows,
+        "memorization": audit,
+        "timings": timings,
+    }
 
 
 def cost_accounting(per_init: dict[str, Any], timings: dict[str, Any]) -> dict[str, Any]:
@@ -497,8 +662,9 @@ def cost_accounting(per_init: dict[str, Any], timings: dict[str, Any]) -> dict[s
         saved = [
             per_init[ref]["concepts"][c]["seconds_to_target"] - g["seconds_to_target"]
             for c, g in gen["concepts"].items()
-            if g["seconds_to_target"] is not None and per_init[ref]["concepts"][c]["seconds_to_target"] is not None
-        ]  # fmt: skip
+            if g["seconds_to_target"] is not None
+            and per_init[ref]["concepts"][c]["seconds_to_target"] is not None
+        ]
         med = statistics.median(saved) if saved else None
         out[f"saved_seconds_per_concept_vs_{ref}"] = med
         out[f"break_even_concepts_vs_{ref}"] = math.ceil(cost / med) if med and med > 0 else None

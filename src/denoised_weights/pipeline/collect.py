@@ -111,7 +111,14 @@ def prepare_dataset(
         return old
     if check_only:
         raise DnwError(f"{out}: no {DATASET_CONFIG} (rank 0 should have made it)")
-    claim_output(out, "collect", making, overwrite=overwrite, owned=(DATASET_CONFIG, "shards", "manifest", ".work", "README.md"), seed=config["options"]["seed"])  # fmt: skip
+    claim_output(
+        out,
+        "collect",
+        making,
+        overwrite=overwrite,
+        owned=(DATASET_CONFIG, "shards", "manifest", ".work", "README.md"),
+        seed=config["options"]["seed"],
+    )
     write_json(path, {**config, "versions": versions()})
     return config
 
@@ -207,24 +214,35 @@ def collect_concept(
     Trainer(
         architecture_step(arch, model, tstate, device),
         max_steps=last + (opts.checkpoints - 1) * opts.interval,
-        batches=lambda step: task.batch(train, batch_size=opts.batch_size, seed=cseed % (2**31), step=step),
+        batches=lambda step: task.batch(
+            train, batch_size=opts.batch_size, seed=cseed % (2**31), step=step
+        ),
         parts={"model": TrainableState(model), "training": tstate},
         ckpt_dir=work,
         evaluate=lambda: task.evaluate(arch, model, held, metrics),
         callbacks=[policy],
         desc=concept.id[:28],
         position=position,
-    ).run()  # fmt: skip
+    ).run()
     kept, keep_from = policy.kept, policy.keep_from
     states = [load_tensors(work / f"keep_{k['checkpoint']}.safetensors")[0] for k in kept]
     entries = [
-        {**k, "prompts": list(concept.prompts), "seed": opts.seed, "concept_seed": cseed,
-         "lora_init_seed": arch.lora_spec().init_seed, "converged_step": keep_from,
-         "fingerprint": fingerprint, "concept_seconds": round(policy.seconds, 2),
-         "eval_seconds": round(policy.eval_seconds, 2), "evaluations": policy.evaluations,
-         "family": concept.family, "params": dict(concept.params)}
+        {
+            **k,
+            "prompts": list(concept.prompts),
+            "seed": opts.seed,
+            "concept_seed": cseed,
+            "lora_init_seed": arch.lora_spec().init_seed,
+            "converged_step": keep_from,
+            "fingerprint": fingerprint,
+            "concept_seconds": round(policy.seconds, 2),
+            "eval_seconds": round(policy.eval_seconds, 2),
+            "evaluations": policy.evaluations,
+            "family": concept.family,
+            "params": dict(concept.params),
+        }
         for k in kept
-    ]  # fmt: skip
+    ]
     write_concept(out, concept.id, states, entries)
     shutil.rmtree(work, ignore_errors=True)
     return True
@@ -339,13 +357,27 @@ def collect_concepts(
     todo = [c for c in job.concept_ids if c not in done]
     skipped = []
     position = job.position
-    for cid in tqdm(todo, desc=f"worker {position}", position=position * 2, unit="concept",
-                    leave=False, mininterval=2):  # fmt: skip
+    for cid in tqdm(
+        todo,
+        desc=f"worker {position}",
+        position=position * 2,
+        unit="concept",
+        leave=False,
+        mininterval=2,
+    ):
         ok = collect_concept(
-            task, arch, out_path, task.get_concept(cid), base_model=base_model, carry=carry,
-            fingerprint=fingerprint, opts=job.opts, device=dev, registries=registries,
+            task,
+            arch,
+            out_path,
+            task.get_concept(cid),
+            base_model=base_model,
+            carry=carry,
+            fingerprint=fingerprint,
+            opts=job.opts,
+            device=dev,
+            registries=registries,
             position=position * 2 + 1,
-        )  # fmt: skip
+        )
         if not ok:
             skipped.append(cid)
     return skipped
@@ -424,9 +456,17 @@ def collect(
             )
     mine = ids[shard[0] :: shard[1]][rank::world]
     threads = threads_per_worker(workers, world)
-    job = ShardJob(task=task.name, task_options=dict(getattr(task, "options", {}) or {}),
-                   architecture=arch.name, arch_config=arch.config, out=str(out), base=str(base),
-                   concept_ids=mine, opts=opts, device=device)  # fmt: skip
+    job = ShardJob(
+        task=task.name,
+        task_options=dict(getattr(task, "options", {}) or {}),
+        architecture=arch.name,
+        arch_config=arch.config,
+        out=str(out),
+        base=str(base),
+        concept_ids=mine,
+        opts=opts,
+        device=device,
+    )
     if workers == 1:
         if world > 1:
             torch.set_num_threads(threads)
@@ -434,7 +474,10 @@ def collect(
     else:
         if registries is not None:
             _check_rebuildable(task, arch, registries)
-        jobs = [replace(job, concept_ids=mine[w::workers], threads=threads, position=w) for w in range(workers)]  # fmt: skip
+        jobs = [
+            replace(job, concept_ids=mine[w::workers], threads=threads, position=w)
+            for w in range(workers)
+        ]
         run_workers(collect_shard, [(j,) for j in jobs], "collection")
         skipped = []
     if world > 1:
@@ -480,12 +523,16 @@ def write_card(dataset: WeightDataset) -> Path:
         f"- base model: `{cfg.get('base')}` (SHA-256 {str(cfg.get('base_sha256'))[:16]}...)",
         f"- options: `{cfg.get('options')}`",
         f"- versions: `{cfg.get('versions')}`",
-    ]  # fmt: skip
+    ]
     if values:
         values.sort()
-        lines.append(f"- eval {metric} at the kept checkpoints: median {values[len(values) // 2]:.4f}, min {values[0]:.4f}, max {values[-1]:.4f}")  # fmt: skip
+        lines.append(
+            f"- eval {metric} at the kept checkpoints: median {values[len(values) // 2]:.4f}, min {values[0]:.4f}, max {values[-1]:.4f}"
+        )
     if conv:
-        lines.append(f"- step at which training was judged converged: median {sorted(conv)[len(conv) // 2]}, max {max(conv)}")  # fmt: skip
+        lines.append(
+            f"- step at which training was judged converged: median {sorted(conv)[len(conv) // 2]}, max {max(conv)}"
+        )
     lines += [
         "",
         "Files: `shards/<concept>.safetensors` (each LoRA tensor stacked over the K checkpoints),",

@@ -63,17 +63,39 @@ def compare_inits(
     schedule = dense_schedule(opts.max_steps, opts.eval_every)
     run_opts = dataclasses.replace(opts, eval_at=tuple(schedule))
     key, higher = task.target_metric, task.higher_is_better
-    settings = {"task": task.name, "concept": label, "train_data": data_digest(train), "eval_data": data_digest(eval)}  # fmt: skip
-    claim_output(workdir, "compare", settings, overwrite=overwrite, owned=(*inits, "comparison.json"), option="--workdir")  # fmt: skip
+    settings = {
+        "task": task.name,
+        "concept": label,
+        "train_data": data_digest(train),
+        "eval_data": data_digest(eval),
+    }
+    claim_output(
+        workdir,
+        "compare",
+        settings,
+        overwrite=overwrite,
+        owned=(*inits, "comparison.json"),
+        option="--workdir",
+    )
     curves = {}
     for init in inits:
         if progress is not None:
             progress(init)
         curves[init] = finetune(
-            task, arch, workdir / init, train=train, eval=eval, prompt=prompt, init=init,
-            base=None if init == "scratch" else base, initialiser=(initialisers or {}).get(init),
-            options=run_opts, device=device, overwrite=overwrite, registries=registries,
-        )  # fmt: skip
+            task,
+            arch,
+            workdir / init,
+            train=train,
+            eval=eval,
+            prompt=prompt,
+            init=init,
+            base=None if init == "scratch" else base,
+            initialiser=(initialisers or {}).get(init),
+            options=run_opts,
+            device=device,
+            overwrite=overwrite,
+            registries=registries,
+        )
     reference = curves.get("scratch") or next(iter(curves.values()))
     target = reference["points"][-1][key]
     ref_hit = steps_to_reach(reference["points"], target, key, higher_is_better=higher)
@@ -94,12 +116,20 @@ def compare_inits(
             "seconds_to_target": hit["train_seconds"] if hit else None,
             "steps_to_target_sustained": sustained["step"] if sustained else None,
             "speedup_steps": _ratio(ref_hit["step"], hit["step"]) if hit and ref_hit else None,
-            "speedup_seconds": _ratio(ref_hit["train_seconds"], hit["train_seconds"]) if hit and ref_hit else None,
-        }  # fmt: skip
+            "speedup_seconds": _ratio(ref_hit["train_seconds"], hit["train_seconds"])
+            if hit and ref_hit
+            else None,
+        }
     result = {
-        "concept": label, "prompt": prompt, "metric": key, "higher_is_better": higher,
-        "target": target, "max_steps": opts.max_steps, "seed": opts.seed, "inits": rows,
-    }  # fmt: skip
+        "concept": label,
+        "prompt": prompt,
+        "metric": key,
+        "higher_is_better": higher,
+        "target": target,
+        "max_steps": opts.max_steps,
+        "seed": opts.seed,
+        "inits": rows,
+    }
     write_json(workdir / "comparison.json", result)
     return result
 
@@ -161,8 +191,13 @@ def step0_quality(
         concept = task.get_concept(cid)
         train = task.make_data(concept, arch=arch, split="train", n=n_train, seed=seed)
         held = task.make_data(concept, arch=arch, split="eval", n=n_eval, seed=seed + 1)
-        row: dict[str, Any] = {"concept": concept.id, "prompt": concept.prompt, "family": concept.family,
-                               "holdout": concept.holdout, "inits": {}}  # fmt: skip
+        row: dict[str, Any] = {
+            "concept": concept.id,
+            "prompt": concept.prompt,
+            "family": concept.family,
+            "holdout": concept.holdout,
+            "inits": {},
+        }
         for name, initialiser in initialisers.items():
             model = arch.build()
             model.load_state_dict(base_state)
@@ -170,8 +205,16 @@ def step0_quality(
             model = apply_lora(model.to(dev), arch.lora_spec())
             if initialiser is not None:
                 initialiser.check_fits(arch)
-                state = call_initialiser(initialiser, concept.prompt, arch=arch, model=model,
-                                         task=task, data=train, carry=carry, seed=seed)  # fmt: skip
+                state = call_initialiser(
+                    initialiser,
+                    concept.prompt,
+                    arch=arch,
+                    model=model,
+                    task=task,
+                    data=train,
+                    carry=carry,
+                    seed=seed,
+                )
                 load_lora_state(model, state)
             row["inits"][name] = task.evaluate(arch, model, held, metric_objs)
         rows.append(row)

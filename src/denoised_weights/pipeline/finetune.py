@@ -198,12 +198,19 @@ def finetune(
     full = init == "scratch"
     lr = opts.lr or arch.learning_rates["full" if full else "lora"]
     settings = {
-        "task": task.name, "architecture": arch.name, "config": arch.config, "init": init,
-        "initialiser": initialiser_identity(initialiser), "prompt": prompt,
-        "base": None if full else str(Path(base).resolve()) if base else None, **opts.to_dict(),
-        "metrics": names, "lr": lr,
-        "train_data": data_digest(train), "eval_data": data_digest(eval),
-    }  # fmt: skip
+        "task": task.name,
+        "architecture": arch.name,
+        "config": arch.config,
+        "init": init,
+        "initialiser": initialiser_identity(initialiser),
+        "prompt": prompt,
+        "base": None if full else str(Path(base).resolve()) if base else None,
+        **opts.to_dict(),
+        "metrics": names,
+        "lr": lr,
+        "train_data": data_digest(train),
+        "eval_data": data_digest(eval),
+    }
     state = claim_output(
         out, "finetune", settings, overwrite=overwrite, owned=OWNED, seed=opts.seed
     )
@@ -211,9 +218,16 @@ def finetune(
         return read_json(out / "curve.json")  # finished earlier with the same settings
     dev = resolve_device(device)
     model, carry, init_seconds = start_model(
-        task, arch, init, base=base, initialiser=initialiser, prompt=prompt, train=train,
-        seed=opts.seed, device=dev,
-    )  # fmt: skip
+        task,
+        arch,
+        init,
+        base=base,
+        initialiser=initialiser,
+        prompt=prompt,
+        train=train,
+        seed=opts.seed,
+        device=dev,
+    )
     tstate = arch.init_training(model, seed=opts.seed, lr=lr)
     if carry:
         arch.load_training_carry(tstate, carry)
@@ -227,14 +241,23 @@ def finetune(
             save_tensors(out / "snapshots" / f"step_{step:05d}.safetensors", {"out": outputs})
 
     points, trainer = train_loop(
-        arch=arch, model=model, tstate=tstate,
-        batch_fn=lambda step: task.batch(train, batch_size=opts.batch_size, seed=opts.seed, step=step),
-        max_steps=opts.max_steps, eval_every=opts.eval_every,
-        evaluate=lambda m: task.evaluate(arch, m, eval, metrics), ckpt_dir=out / "checkpoint",
-        desc=f"finetune {init}", device=dev, extra_seconds=init_seconds,
+        arch=arch,
+        model=model,
+        tstate=tstate,
+        batch_fn=lambda step: task.batch(
+            train, batch_size=opts.batch_size, seed=opts.seed, step=step
+        ),
+        max_steps=opts.max_steps,
+        eval_every=opts.eval_every,
+        evaluate=lambda m: task.evaluate(arch, m, eval, metrics),
+        ckpt_dir=out / "checkpoint",
+        desc=f"finetune {init}",
+        device=dev,
+        extra_seconds=init_seconds,
         eval_at=tuple(opts.eval_at) + tuple(opts.snapshot_at),
-        on_record=snapshot if snap_steps else None, show=task.target_metric,
-    )  # fmt: skip
+        on_record=snapshot if snap_steps else None,
+        show=task.target_metric,
+    )
     write_outputs(
         task,
         arch,
@@ -246,27 +269,46 @@ def finetune(
         view=view,
         fingerprint=fingerprint,
     )
-    curve = {"init": init, "prompt": prompt, "metric": task.target_metric,
-             "init_steps": int(getattr(initialiser, "training_steps", 0) or 0),
-             "higher_is_better": task.higher_is_better, "init_seconds": round(init_seconds, 4),
-             **evaluation_cost(trainer), "points": points}  # fmt: skip
+    curve = {
+        "init": init,
+        "prompt": prompt,
+        "metric": task.target_metric,
+        "init_steps": int(getattr(initialiser, "training_steps", 0) or 0),
+        "higher_is_better": task.higher_is_better,
+        "init_seconds": round(init_seconds, 4),
+        **evaluation_cost(trainer),
+        "points": points,
+    }
     write_json(out / "curve.json", curve)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return curve
 
 
 def write_outputs(
-    task: Task, arch: TargetArchitecture, out: Path, model: nn.Module, *, full: bool, prompt: str,
-    init: str, view: TaskData, fingerprint: str | None,
-) -> None:  # fmt: skip
+    task: Task,
+    arch: TargetArchitecture,
+    out: Path,
+    model: nn.Module,
+    *,
+    full: bool,
+    prompt: str,
+    init: str,
+    view: TaskData,
+    fingerprint: str | None,
+) -> None:
     """The trained network (scratch) or its adapter, and the task's preview picture."""
     if full:
         save_tensors(
             out / "model.safetensors", model.state_dict(), {"architecture": arch.name, "init": init}
         )
     else:
-        save_adapter(out / "adapter", lora_state(model), arch.lora_spec(), fingerprint=fingerprint,
-                     metadata={"prompt": prompt, "task": task.name})  # fmt: skip
+        save_adapter(
+            out / "adapter",
+            lora_state(model),
+            arch.lora_spec(),
+            fingerprint=fingerprint,
+            metadata={"prompt": prompt, "task": task.name},
+        )
     task.preview(view, {"output": task.predict(arch, model, view)}, out / "grid.png", title=prompt)
 
 

@@ -167,13 +167,19 @@ def prepare_blocks(dataset: Any, config: FitConfig, registries: Any = None) -> B
     else:
         scale_blocks = torch.ones_like(mean_blocks)
     return BlockData(
-        arch=arch, blocker=blocker, blocks=blocks, mean_blocks=mean_blocks, scale_blocks=scale_blocks,
-        entry_prompts=[[bank.index[p] for p in e["prompts"]] for e in entries], bank=bank,
-        encoder=encoder, train_idx=train_idx,
+        arch=arch,
+        blocker=blocker,
+        blocks=blocks,
+        mean_blocks=mean_blocks,
+        scale_blocks=scale_blocks,
+        entry_prompts=[[bank.index[p] for p in e["prompts"]] for e in entries],
+        bank=bank,
+        encoder=encoder,
+        train_idx=train_idx,
         val_idx=[i for i, v in enumerate(is_val) if v] or train_idx[:1],
         sample_range=sample_range_of(blocks[train_idx]),
         fixed=_fixed_tensors(blocker, states),
-    )  # fmt: skip
+    )
 
 
 def _fixed_tensors(blocker: Any, states: Any) -> dict[str, torch.Tensor]:
@@ -182,7 +188,9 @@ def _fixed_tensors(blocker: Any, states: Any) -> dict[str, torch.Tensor]:
     fixed = {k: v for k, v in states[0].items() if k not in laid_out}
     for key, value in fixed.items():
         if any(not torch.equal(s[key], value) for s in states[1:]):
-            raise DnwError(f"LoRA tensor {key} is outside the block layout but differs between dataset entries")  # fmt: skip
+            raise DnwError(
+                f"LoRA tensor {key} is outside the block layout but differs between dataset entries"
+            )
     return fixed
 
 
@@ -223,7 +231,9 @@ class _Fit:
 
     ckpt_dir: Path | None = None
 
-    def __init__(self, bd: BlockData, config: FitConfig, device: torch.device, rank: int, world: int) -> None:  # fmt: skip
+    def __init__(
+        self, bd: BlockData, config: FitConfig, device: torch.device, rank: int, world: int
+    ) -> None:
         from diffusers.optimization import get_scheduler
 
         from denoised_weights.generators.unet1d import WeightUNet1D
@@ -238,25 +248,36 @@ class _Fit:
             )
             self.model = self.model.to(device).train()
             self.model.requires_grad_(True)
-            self.options = {k: self.model.config[k] for k in ("channels", "heads", "patch", "pooled_text", "emb_head")}  # fmt: skip
+            self.options = {
+                k: self.model.config[k]
+                for k in ("channels", "heads", "patch", "pooled_text", "emb_head")
+            }
         else:
-            self.model = WeightUNet1D(block_size=bd.block_size, text_dim=bd.encoder.dim,
-                                      max_blocks=bd.n_blocks, **self.options).to(device)  # fmt: skip
+            self.model = WeightUNet1D(
+                block_size=bd.block_size,
+                text_dim=bd.encoder.dim,
+                max_blocks=bd.n_blocks,
+                **self.options,
+            ).to(device)
         self.conditioner = None  # text: the prompt bank; examples/both: a trained encoder too
         if config.conditioning != "text":
             from denoised_weights.generators.conditioning import Conditioner, example_encoder
 
             encoder = example_encoder(config.example_encoder, bd.encoder.dim).to(device).train()
-            self.conditioner = Conditioner(config.conditioning, bd.encoder, encoder,
-                                           config.example_encoder, config.n_examples)  # fmt: skip
+            self.conditioner = Conditioner(
+                config.conditioning, bd.encoder, encoder, config.example_encoder, config.n_examples
+            )
         params = list(self.model.parameters())
         if self.conditioner is not None:
             params += list(self.conditioner.examples.parameters())
         self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
         # diffusers' schedules, over max_steps (a --max-minutes stop ends before the decay does)
-        self.lr_sched = get_scheduler(config.lr_schedule, self.opt,
-                                      num_warmup_steps=min(config.warmup_steps, config.steps),
-                                      num_training_steps=config.steps)  # fmt: skip
+        self.lr_sched = get_scheduler(
+            config.lr_schedule,
+            self.opt,
+            num_warmup_steps=min(config.warmup_steps, config.steps),
+            num_training_steps=config.steps,
+        )
         self.scheduler = _scheduler(config.prediction_type)
         self.alphas = self.scheduler.alphas_cumprod.to(device)
         self.train_model = self.model
@@ -302,7 +323,11 @@ class _Fit:
     def validate(self) -> dict[str, float]:
         if self.config.conditioning == "examples":  # the stored LoRAs come without examples
             self.model.eval()
-            result = {"val_loss": None, "val_cos": None, "val_task": self.objective.validate(self.model)}  # fmt: skip
+            result = {
+                "val_loss": None,
+                "val_cos": None,
+                "val_task": self.objective.validate(self.model),
+            }
             self.model.train()
             return result
         bd, val, dev = self.bd, self.val, self.device
@@ -311,15 +336,38 @@ class _Fit:
         total = 0.0
         for i in range(0, nv, 512):
             sl = slice(i, i + 512)
-            total += self.loss_on(val["e"][sl], val["n"][sl], val["t"][sl].to(dev), val["noise"][sl].to(dev), val["p"][sl], self.model).item() * len(val["e"][sl])  # fmt: skip
+            total += self.loss_on(
+                val["e"][sl],
+                val["n"][sl],
+                val["t"][sl].to(dev),
+                val["noise"][sl].to(dev),
+                val["p"][sl],
+                self.model,
+            ).item() * len(val["e"][sl])
         cosines = []
         index = torch.arange(bd.n_blocks, device=dev)
         kind = self.config.prediction_type
         for e in self.cos_entries:
             tokens, mask = bd.bank.get(torch.full((bd.n_blocks,), bd.entry_prompts[e][0]))
-            x0 = one_step(self.model, self.alphas, kind, self.gen_start, self.cos_noise, DEFAULT_TIMESTEP[kind], index, tokens.to(dev), mask.to(dev))  # fmt: skip
+            x0 = one_step(
+                self.model,
+                self.alphas,
+                kind,
+                self.gen_start,
+                self.cos_noise,
+                DEFAULT_TIMESTEP[kind],
+                index,
+                tokens.to(dev),
+                mask.to(dev),
+            )
             deviation = x0.cpu() - self.origin
-            cosines.append(float(F.cosine_similarity(deviation.flatten(), (bd.blocks[e] - self.origin).flatten(), 0)))  # fmt: skip
+            cosines.append(
+                float(
+                    F.cosine_similarity(
+                        deviation.flatten(), (bd.blocks[e] - self.origin).flatten(), 0
+                    )
+                )
+            )
         result = {"val_loss": total / nv, "val_cos": sum(cosines) / len(cosines)}
         if self.objective is not None:
             result["val_task"] = self.objective.validate(self.model)
@@ -351,7 +399,12 @@ class _Fit:
         # a paraphrase per sample from the step's own generator: a resumed fit draws what an
         # unbroken one would have
         pick = torch.rand(bs, generator=gen).tolist()
-        prompt_idx = torch.tensor([bd.entry_prompts[e][int(u * len(bd.entry_prompts[e]))] for e, u in zip(ie.tolist(), pick, strict=True)])  # fmt: skip
+        prompt_idx = torch.tensor(
+            [
+                bd.entry_prompts[e][int(u * len(bd.entry_prompts[e]))]
+                for e, u in zip(ie.tolist(), pick, strict=True)
+            ]
+        )
         return self.loss_on(ie, n, t.to(dev), noise, prompt_idx, self.train_model)
 
 
@@ -392,8 +445,11 @@ def fit(
         config.base = str(Path(config.base).resolve())
     if config.init_from:
         config.init_from = str(Path(config.init_from).resolve())
-    settings = {"data": str(Path(data).resolve()), "dataset": dataset.fingerprint,
-                **{k: v for k, v in config.to_dict().items() if k not in budget}}  # fmt: skip
+    settings = {
+        "data": str(Path(data).resolve()),
+        "dataset": dataset.fingerprint,
+        **{k: v for k, v in config.to_dict().items() if k not in budget},
+    }
     if world > 1:  # first, so that every rank hears what rank 0 finds in the folder
         import torch.distributed as dist
 
@@ -401,11 +457,28 @@ def fit(
     outcome = "go"
     if rank == 0:
         try:
-            state = claim_output(out, "fit", settings, overwrite=overwrite, seed=config.seed, config=config.to_dict(),
-                                 owned=("model", "scheduler", "blocker.json", "mean_blocks.safetensors",
-                                        GENERATOR_CONFIG, "val_loss.json", "val_loss.png", "checkpoint",
-                                        "sampled_concepts.json", "fixed.safetensors", "examples.json",
-                                        "examples.safetensors"))  # fmt: skip
+            state = claim_output(
+                out,
+                "fit",
+                settings,
+                overwrite=overwrite,
+                seed=config.seed,
+                config=config.to_dict(),
+                owned=(
+                    "model",
+                    "scheduler",
+                    "blocker.json",
+                    "mean_blocks.safetensors",
+                    GENERATOR_CONFIG,
+                    "val_loss.json",
+                    "val_loss.png",
+                    "checkpoint",
+                    "sampled_concepts.json",
+                    "fixed.safetensors",
+                    "examples.json",
+                    "examples.safetensors",
+                ),
+            )
             finished = (out / GENERATOR_CONFIG).is_file() and not (out / "checkpoint").exists()
             outcome = "done" if state == "resume" and finished else "go"
         except DnwError as exc:
@@ -428,10 +501,16 @@ def fit(
     if config.objective != "weights":
         from denoised_weights.pipeline.context import resolve_task
 
-        task = resolve_task(dataset.config.get("task", "image-translation"), registries, **(config.task_options or {}))  # fmt: skip
+        task = resolve_task(
+            dataset.config.get("task", "image-translation"),
+            registries,
+            **(config.task_options or {}),
+        )
         if config.conditioning != "text" and not config.example_encoder:
             if not task.default_example_encoder:
-                raise DnwError(f"task {task.name!r} names no example encoder; pass --example-encoder NAME")  # fmt: skip
+                raise DnwError(
+                    f"task {task.name!r} names no example encoder; pass --example-encoder NAME"
+                )
             config.example_encoder = task.default_example_encoder
     run = _Fit(bd, config, dev, rank, world)
     if task is not None:
@@ -477,8 +556,12 @@ class _History(Callback):
         train_loss = None
         if trainer.step > 0:  # the mean training loss since the last entry
             train_loss = sum(float(v) for v in self.running) / max(1, len(self.running))
-        entry = {"step": trainer.step, "seconds": round(trainer.wall_seconds, 2), **run.validate(),
-                 "train_loss": train_loss}  # fmt: skip
+        entry = {
+            "step": trainer.step,
+            "seconds": round(trainer.wall_seconds, 2),
+            **run.validate(),
+            "train_loss": train_loss,
+        }
         if trainer.step > 0:
             entry["lr"] = run.lr_sched.get_last_lr()[0]
         else:
@@ -505,8 +588,12 @@ class _History(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         run = self.run
-        return {"history": self.history, "lr_sched": run.lr_sched.state_dict(), **run.config.making(),
-                **({"sampled": run.objective.sampled} if run.objective else {})}  # fmt: skip
+        return {
+            "history": self.history,
+            "lr_sched": run.lr_sched.state_dict(),
+            **run.config.making(),
+            **({"sampled": run.objective.sampled} if run.objective else {}),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         run, making = self.run, self.run.config.making()
@@ -547,9 +634,17 @@ def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]
     parts = {"model": run.model, "opt": run.opt}
     if run.conditioner is not None:
         parts["examples"] = run.conditioner.examples
-    trainer = Trainer(step_fn, max_steps=config.steps, parts=parts,
-                      ckpt_dir=ckpt_dir, callbacks=[history], max_minutes=config.max_minutes,
-                      desc="fit", rank=run.rank, world=run.world)  # fmt: skip
+    trainer = Trainer(
+        step_fn,
+        max_steps=config.steps,
+        parts=parts,
+        ckpt_dir=ckpt_dir,
+        callbacks=[history],
+        max_minutes=config.max_minutes,
+        desc="fit",
+        rank=run.rank,
+        world=run.world,
+    )
     trainer.run()
     return history.history, trainer.step, trainer.wall_seconds
 
@@ -567,17 +662,31 @@ def _save(run: _Fit, out: Path, history: list[dict[str, Any]], step: int, second
     if bd.fixed:  # shared down-projections: put back into every generated LoRA
         save_tensors(out / "fixed.safetensors", bd.fixed)
     arch = bd.arch
-    write_json(out / GENERATOR_CONFIG, {
-        "architecture": arch.name, "preset": config.preset, "config": arch.config,
-        "lora_spec": arch.lora_spec().to_dict(), "fingerprint": lora_fingerprint(arch, bd.blocker),
-        "lora_fingerprint": lora_fingerprint(arch), "text_encoder": config.text_encoder,
-        "text_encoder_path": config.text_encoder_path, "prediction_type": config.prediction_type,
-        "centered": config.center, "default_timestep": DEFAULT_TIMESTEP[config.prediction_type],
-        "default_start": DEFAULT_START[config.prediction_type], "n_blocks": bd.n_blocks,
-        "block_size": bd.block_size, "sample_range": bd.sample_range,
-        "train_seconds": round(seconds, 2), "steps": step, "objective": config.objective,
-        "base": config.base, "conditioning": config.conditioning,
-    })  # fmt: skip
+    write_json(
+        out / GENERATOR_CONFIG,
+        {
+            "architecture": arch.name,
+            "preset": config.preset,
+            "config": arch.config,
+            "lora_spec": arch.lora_spec().to_dict(),
+            "fingerprint": lora_fingerprint(arch, bd.blocker),
+            "lora_fingerprint": lora_fingerprint(arch),
+            "text_encoder": config.text_encoder,
+            "text_encoder_path": config.text_encoder_path,
+            "prediction_type": config.prediction_type,
+            "centered": config.center,
+            "default_timestep": DEFAULT_TIMESTEP[config.prediction_type],
+            "default_start": DEFAULT_START[config.prediction_type],
+            "n_blocks": bd.n_blocks,
+            "block_size": bd.block_size,
+            "sample_range": bd.sample_range,
+            "train_seconds": round(seconds, 2),
+            "steps": step,
+            "objective": config.objective,
+            "base": config.base,
+            "conditioning": config.conditioning,
+        },
+    )
     if run.conditioner is not None:
         run.conditioner.save(out)
     write_json(out / "val_loss.json", history)

@@ -43,9 +43,11 @@ def generate_adapter(
     from denoised_weights.generators.diffusion import DiffusionGenerator
     from denoised_weights.pipeline.pack import default_generator
 
-    gen = generator if isinstance(generator, DiffusionGenerator) else DiffusionGenerator(
-        generator or default_generator(task), registries=registries
-    )  # fmt: skip
+    gen = (
+        generator
+        if isinstance(generator, DiffusionGenerator)
+        else DiffusionGenerator(generator or default_generator(task), registries=registries)
+    )
     options = {k: v for k, v in options.items() if v is not None}
     examples = options.get("examples")
     if not isinstance(prompt, str) or not (prompt.strip() or (examples and gen.reads_examples)):
@@ -54,9 +56,12 @@ def generate_adapter(
     if out is not None:
         from denoised_weights.pipeline.finetune import data_digest
 
-        settings = {"prompt": prompt, "generator": str(gen.path.resolve()),
-                    **{k: v for k, v in options.items() if k != "examples"},
-                    **({"examples": data_digest(examples)} if examples else {})}  # fmt: skip
+        settings = {
+            "prompt": prompt,
+            "generator": str(gen.path.resolve()),
+            **{k: v for k, v in options.items() if k != "examples"},
+            **({"examples": data_digest(examples)} if examples else {}),
+        }
         claim_output(
             out,
             "generate",
@@ -68,9 +73,17 @@ def generate_adapter(
     t0 = time.perf_counter()
     state = gen.generate(prompt, **options)
     if out is not None:
-        save_adapter(out, state, LoraSpec.from_dict(gen.info["lora_spec"]), fingerprint=gen.lora_fingerprint,
-                     metadata={"prompt": prompt, "generator": str(gen.path),
-                               **{k: v for k, v in options.items() if k != "examples"}})  # fmt: skip
+        save_adapter(
+            out,
+            state,
+            LoraSpec.from_dict(gen.info["lora_spec"]),
+            fingerprint=gen.lora_fingerprint,
+            metadata={
+                "prompt": prompt,
+                "generator": str(gen.path),
+                **{k: v for k, v in options.items() if k != "examples"},
+            },
+        )
     seconds = time.perf_counter() - t0
     return {
         "generation_seconds": seconds,

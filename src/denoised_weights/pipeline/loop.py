@@ -28,8 +28,15 @@ from denoised_weights.core.interfaces import TargetArchitecture
 #: steps between checkpoints when no evaluation falls in between
 CHECKPOINT_EVERY = 200
 
-__all__ = ["CHECKPOINT_EVERY", "TrainingDiverged", "dense_schedule", "evaluation_cost",
-           "steps_to_reach", "to_device", "train_loop"]  # fmt: skip
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "TrainingDiverged",
+    "dense_schedule",
+    "evaluation_cost",
+    "steps_to_reach",
+    "to_device",
+    "train_loop",
+]
 
 
 class EvalSchedule(Callback):
@@ -38,8 +45,13 @@ class EvalSchedule(Callback):
 
     name = "curve"
 
-    def __init__(self, every: int, extra: Sequence[int], show: str | None,
-                 on_record: Callable[[int], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        every: int,
+        extra: Sequence[int],
+        show: str | None,
+        on_record: Callable[[int], None] | None,
+    ) -> None:
         self.every, self.extra, self.show, self.on_record = every, set(extra), show, on_record
         self.points: list[dict[str, Any]] = []
 
@@ -111,8 +123,11 @@ def evaluation_cost(trainer: Trainer) -> dict[str, Any]:
     """What a run spent evaluating, for its curve: seconds (all sessions of a resumed run),
     evaluations, seconds per evaluation."""
     n = trainer.evaluations
-    return {"eval_seconds": round(trainer.eval_seconds, 3), "evaluations": n,
-            "seconds_per_evaluation": round(trainer.eval_seconds / n, 4) if n else None}  # fmt: skip
+    return {
+        "eval_seconds": round(trainer.eval_seconds, 3),
+        "evaluations": n,
+        "seconds_per_evaluation": round(trainer.eval_seconds / n, 4) if n else None,
+    }
 
 
 def steps_to_reach(

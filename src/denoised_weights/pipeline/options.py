@@ -43,8 +43,20 @@ def _lr(help: str) -> Any:
 class ConceptSelection:
     """Which of the task's training concepts a base mixes or a collection collects."""
 
-    n_concepts: int | None = field(None, help="training concepts to use, spread evenly over the task's (default: all)", flags=("--concepts",), low=1, high=MAX_STEPS)  # fmt: skip
-    max_parts: int | None = field(None, help="only concepts of at most this many parts (1: every single edit at every training value)", flags=("--max-parts", "--max-primitives"), low=1, high=3)  # fmt: skip
+    n_concepts: int | None = field(
+        None,
+        help="training concepts to use, spread evenly over the task's (default: all)",
+        flags=("--concepts",),
+        low=1,
+        high=MAX_STEPS,
+    )
+    max_parts: int | None = field(
+        None,
+        help="only concepts of at most this many parts (1: every single edit at every training value)",
+        flags=("--max-parts", "--max-primitives"),
+        low=1,
+        high=3,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -56,10 +68,19 @@ class BaseOptions(JsonConfig):
 
     config_type = "base"
 
-    steps: int | None = field(None, help=f"training steps (default: the task's run preset for this architecture preset, else {DEFAULT_BASE_STEPS})", low=1, high=MAX_STEPS)  # fmt: skip
+    steps: int | None = field(
+        None,
+        help=f"training steps (default: the task's run preset for this architecture preset, else {DEFAULT_BASE_STEPS})",
+        low=1,
+        high=MAX_STEPS,
+    )
     batch_size: int = field(8, help="examples per step", low=1, high=MAX_BATCH)
-    pairs_per_concept: int = field(32, help="training examples made per concept", low=1, high=MAX_EXAMPLES)  # fmt: skip
-    eval_every: int = field(250, help="steps between evaluations (and checkpoints)", low=1, high=MAX_STEPS)  # fmt: skip
+    pairs_per_concept: int = field(
+        32, help="training examples made per concept", low=1, high=MAX_EXAMPLES
+    )
+    eval_every: int = field(
+        250, help="steps between evaluations (and checkpoints)", low=1, high=MAX_STEPS
+    )
     seed: int = _seed("seed of the network's init, the data and the batches")
     lr: float | None = _lr("learning rate (default: the architecture's full-network rate)")
 
@@ -73,14 +94,26 @@ class BaseOptions(JsonConfig):
 class CollectOptions:
     """How each concept's LoRA is trained and which checkpoints are kept (``dnw collect``)."""
 
-    checkpoints: int = field(4, help="checkpoints kept per concept", flags=("--checkpoints", "-k"), low=1, high=1000)  # fmt: skip
-    max_steps: int = field(400, help="step budget before keeping checkpoints", low=1, high=MAX_STEPS)  # fmt: skip
-    min_steps: int = field(50, help="steps before a plateau may end training", low=0, high=MAX_STEPS)  # fmt: skip
-    eval_every: int = field(25, help="steps between evaluations until checkpoints are kept", low=1, high=MAX_STEPS)  # fmt: skip
+    checkpoints: int = field(
+        4, help="checkpoints kept per concept", flags=("--checkpoints", "-k"), low=1, high=1000
+    )
+    max_steps: int = field(
+        400, help="step budget before keeping checkpoints", low=1, high=MAX_STEPS
+    )
+    min_steps: int = field(
+        50, help="steps before a plateau may end training", low=0, high=MAX_STEPS
+    )
+    eval_every: int = field(
+        25, help="steps between evaluations until checkpoints are kept", low=1, high=MAX_STEPS
+    )
     interval: int = field(25, help="steps between kept checkpoints", low=1, high=MAX_STEPS)
-    patience: int = field(3, help="evaluations without a relative gain of --tol that end training", low=1, high=1000)  # fmt: skip
-    tol: float = field(0.01, help="relative gain of the target metric that counts as progress", low=0, high=1)  # fmt: skip
-    n_train: int = field(128, help="training examples made per concept", low=1, high=MAX_EXAMPLES)  # fmt: skip
+    patience: int = field(
+        3, help="evaluations without a relative gain of --tol that end training", low=1, high=1000
+    )
+    tol: float = field(
+        0.01, help="relative gain of the target metric that counts as progress", low=0, high=1
+    )
+    n_train: int = field(128, help="training examples made per concept", low=1, high=MAX_EXAMPLES)
     n_eval: int = field(32, help="eval examples made per concept", low=1, high=MAX_EXAMPLES)
     batch_size: int = field(8, help="examples per step", low=1, high=MAX_BATCH)
     lr: float | None = _lr("LoRA learning rate (default: the architecture's)")
@@ -101,11 +134,17 @@ class FinetuneOptions(JsonConfig):
     max_steps: int = field(600, help="training steps", low=1, high=MAX_STEPS)
     eval_every: int = field(50, help="steps between evaluations", low=1, high=MAX_STEPS)
     batch_size: int = field(8, help="examples per step", low=1, high=MAX_BATCH)
-    lr: float | None = _lr("learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA)")  # fmt: skip
-    metrics: tuple[str, ...] | None = field(None, help="comma-separated metrics to evaluate (default: the task's)", names="metrics")  # fmt: skip
+    lr: float | None = _lr(
+        "learning rate (default: the architecture's; e2gan 2e-4 full, 1e-3 LoRA)"
+    )
+    metrics: tuple[str, ...] | None = field(
+        None, help="comma-separated metrics to evaluate (default: the task's)", names="metrics"
+    )
     seed: int = _seed("seed of the batches and of scratch's init")
     eval_at: tuple[int, ...] = field((), help="extra evaluation steps", cli=False)
-    snapshot_at: tuple[int, ...] = field((), help="evaluation steps whose outputs are kept", cli=False)  # fmt: skip
+    snapshot_at: tuple[int, ...] = field(
+        (), help="evaluation steps whose outputs are kept", cli=False
+    )
 
     def __post_init__(self) -> None:
         if self.metrics is not None and not isinstance(self.metrics, tuple):
@@ -123,11 +162,21 @@ class ConceptData:
     """What one concept is fine-tuned and evaluated on: data the task makes for one of its
     concepts, or a folder of the user's (``dnw finetune``)."""
 
-    concept: str | None = field(None, help="a concept of the task (id or prompt); its data is made here", flags=("--concept", "-c"))  # fmt: skip
-    pairs: Path | None = field(None, help="or a folder of training data (image translation: A/ and B/ pairs)", path="any")  # fmt: skip
-    eval_pairs: Path | None = field(None, help="eval data folder (default: a fixed 10% of --pairs)", path="any")  # fmt: skip
-    prompt: str | None = field(None, help="the concept's text (default with --concept: its first prompt)")  # fmt: skip
-    n_train: int = field(256, help="training examples made for --concept", low=1, high=MAX_EXAMPLES)  # fmt: skip
+    concept: str | None = field(
+        None,
+        help="a concept of the task (id or prompt); its data is made here",
+        flags=("--concept", "-c"),
+    )
+    pairs: Path | None = field(
+        None, help="or a folder of training data (image translation: A/ and B/ pairs)", path="any"
+    )
+    eval_pairs: Path | None = field(
+        None, help="eval data folder (default: a fixed 10% of --pairs)", path="any"
+    )
+    prompt: str | None = field(
+        None, help="the concept's text (default with --concept: its first prompt)"
+    )
+    n_train: int = field(256, help="training examples made for --concept", low=1, high=MAX_EXAMPLES)
     n_eval: int = field(64, help="eval examples made for --concept", low=1, high=MAX_EXAMPLES)
 
     def __post_init__(self) -> None:
@@ -138,10 +187,26 @@ class ConceptData:
 class InitOptions:
     """Where a fine-tune's weights start, and the folders its initialiser reads."""
 
-    init: str = field("standard", help="scratch (the full network from random weights), standard (the base + LoRA with peft's init) or a registered initialiser", names="generators", extra_names=("scratch", "standard"))  # fmt: skip
-    base: Path | None = field(None, help="base model folder (default: the pretrained pack's, when it fits)", path="any")  # fmt: skip
-    generator: Path | None = field(None, help="generator folder for the inits that read one, such as generated (default: the pack's)", flags=("--generator", "-g"), path="any")  # fmt: skip
-    data: Path | None = field(None, help="weight dataset (dnw collect) for the inits that read one, such as mean and nearest", path="any")  # fmt: skip
+    init: str = field(
+        "standard",
+        help="scratch (the full network from random weights), standard (the base + LoRA with peft's init) or a registered initialiser",
+        names="generators",
+        extra_names=("scratch", "standard"),
+    )
+    base: Path | None = field(
+        None, help="base model folder (default: the pretrained pack's, when it fits)", path="any"
+    )
+    generator: Path | None = field(
+        None,
+        help="generator folder for the inits that read one, such as generated (default: the pack's)",
+        flags=("--generator", "-g"),
+        path="any",
+    )
+    data: Path | None = field(
+        None,
+        help="weight dataset (dnw collect) for the inits that read one, such as mean and nearest",
+        path="any",
+    )
 
 
 #: default training steps of ``dnw fit`` per preset (small: about 27 minutes on 2 CPU cores)
@@ -161,31 +226,107 @@ class FitConfig(JsonConfig):
 
     text_encoder: str = field("minilm", help="text encoder", names="text-encoders")
     text_encoder_path: str | None = field(None, help="local model folder (for clip)")
-    preset: str | None = field(None, help="model size preset (default: the dataset's)", flags=("--preset", "-p"))  # fmt: skip
-    block_size: int | None = field(None, help="values per block (default: the preset's; a multiple of 32)", low=1)  # fmt: skip
+    preset: str | None = field(
+        None, help="model size preset (default: the dataset's)", flags=("--preset", "-p")
+    )
+    block_size: int | None = field(
+        None, help="values per block (default: the preset's; a multiple of 32)", low=1
+    )
     batch_size: int = field(256, help="blocks per step", low=1, high=1_000_000)
     lr: float = field(1e-3, help="AdamW learning rate", low=0, high=10, low_open=True)
-    max_steps: int | None = field(None, help="training steps (default per preset: " + ", ".join(f"{k} {v:,}" for k, v in FIT_STEPS.items()) + "; small takes about 27 minutes on 2 cores)", low=1, high=10**8)  # fmt: skip
-    max_minutes: float | None = field(None, help="stop after this long", low=0, high=10**6, low_open=True)  # fmt: skip
-    val_every: int = field(250, help="steps between validations (and checkpoints)", low=1, high=10**8)  # fmt: skip
-    prediction_type: str = field("epsilon", help="what the network predicts: the noise (epsilon, the paper's), the clean sample, or v", flags=("--prediction",), choices=PREDICTIONS_REF)  # fmt: skip
+    max_steps: int | None = field(
+        None,
+        help="training steps (default per preset: "
+        + ", ".join(f"{k} {v:,}" for k, v in FIT_STEPS.items())
+        + "; small takes about 27 minutes on 2 cores)",
+        low=1,
+        high=10**8,
+    )
+    max_minutes: float | None = field(
+        None, help="stop after this long", low=0, high=10**6, low_open=True
+    )
+    val_every: int = field(
+        250, help="steps between validations (and checkpoints)", low=1, high=10**8
+    )
+    prediction_type: str = field(
+        "epsilon",
+        help="what the network predicts: the noise (epsilon, the paper's), the clean sample, or v",
+        flags=("--prediction",),
+        choices=PREDICTIONS_REF,
+    )
     seed: int = _seed("seed of the model's init and the batches")
-    center: bool = field(True, help="model each block's deviation from the dataset mean, scaled per layer group")  # fmt: skip
-    noisy_share: float | None = field(None, help="share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample and v_prediction, 0 for epsilon)", low=0, high=1)  # fmt: skip
-    lr_schedule: str = field("constant", help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: cosine decay reached a one-step cosine of 0.21 where constant reached 0.32)", choices=LR_SCHEDULES)  # fmt: skip
-    warmup_steps: int = field(100, help="linear warm-up of the cosine, linear and constant_with_warmup schedules", low=0, high=10**8)  # fmt: skip
-    model_options: dict[str, Any] | None = field(None, help="extra WeightUNet1D arguments", cli=False)  # fmt: skip
-    objective: str = field("weights", help="what the generator learns from: weights (denoising the collected LoRAs, the paper's), task (the task's own loss of the generated LoRAs on fresh data of concepts drawn from the training ranges) or both (the sum)", choices=OBJECTIVES)  # fmt: skip
-    base: str | None = field(None, help="base model folder the generated LoRAs are applied to (--objective task or both)", path="dir")  # fmt: skip
-    task_concepts: int = field(4, help="concepts drawn per step (task objective)", low=1, high=4096)  # fmt: skip
+    center: bool = field(
+        True, help="model each block's deviation from the dataset mean, scaled per layer group"
+    )
+    noisy_share: float | None = field(
+        None,
+        help="share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample and v_prediction, 0 for epsilon)",
+        low=0,
+        high=1,
+    )
+    lr_schedule: str = field(
+        "constant",
+        help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: cosine decay reached a one-step cosine of 0.21 where constant reached 0.32)",
+        choices=LR_SCHEDULES,
+    )
+    warmup_steps: int = field(
+        100,
+        help="linear warm-up of the cosine, linear and constant_with_warmup schedules",
+        low=0,
+        high=10**8,
+    )
+    model_options: dict[str, Any] | None = field(
+        None, help="extra WeightUNet1D arguments", cli=False
+    )
+    objective: str = field(
+        "weights",
+        help="what the generator learns from: weights (denoising the collected LoRAs, the paper's), task (the task's own loss of the generated LoRAs on fresh data of concepts drawn from the training ranges) or both (the sum)",
+        choices=OBJECTIVES,
+    )
+    base: str | None = field(
+        None,
+        help="base model folder the generated LoRAs are applied to (--objective task or both)",
+        path="dir",
+    )
+    task_concepts: int = field(4, help="concepts drawn per step (task objective)", low=1, high=4096)
     task_batch: int = field(8, help="examples of each drawn concept per step", low=1, high=4096)
-    task_weight: float = field(1.0, help="weight of the task loss beside the denoising loss (--objective both)", low=0, high=10**6, low_open=True)  # fmt: skip
-    task_options: dict[str, Any] | None = field(None, help="an option of the task's factory, e.g. photos_dir (task objectives; repeatable)", flags=("--task-option", "-T"))  # fmt: skip
-    init_from: str | None = field(None, help="start from a fitted generator (its network, block layout and centring; same dataset layout), e.g. to continue on the task loss", path="dir")  # fmt: skip
-    concepts: int | None = field(None, help="train on this many of the dataset's concepts, spread evenly (scaling curves)", low=1, high=10**6)  # fmt: skip
-    conditioning: str = field("text", help="what the generator reads about a concept: its prompt (text), a few of its examples through a trained example encoder (examples; needs --objective task), or both", choices=MODES_REF)  # fmt: skip
-    example_encoder: str | None = field(None, help="example encoder (default: the task's)", names="example-encoders")  # fmt: skip
-    n_examples: int = field(8, help="examples of each concept the generator reads (disjoint from those its loss is computed on)", low=1, high=1024)  # fmt: skip
+    task_weight: float = field(
+        1.0,
+        help="weight of the task loss beside the denoising loss (--objective both)",
+        low=0,
+        high=10**6,
+        low_open=True,
+    )
+    task_options: dict[str, Any] | None = field(
+        None,
+        help="an option of the task's factory, e.g. photos_dir (task objectives; repeatable)",
+        flags=("--task-option", "-T"),
+    )
+    init_from: str | None = field(
+        None,
+        help="start from a fitted generator (its network, block layout and centring; same dataset layout), e.g. to continue on the task loss",
+        path="dir",
+    )
+    concepts: int | None = field(
+        None,
+        help="train on this many of the dataset's concepts, spread evenly (scaling curves)",
+        low=1,
+        high=10**6,
+    )
+    conditioning: str = field(
+        "text",
+        help="what the generator reads about a concept: its prompt (text), a few of its examples through a trained example encoder (examples; needs --objective task), or both",
+        choices=MODES_REF,
+    )
+    example_encoder: str | None = field(
+        None, help="example encoder (default: the task's)", names="example-encoders"
+    )
+    n_examples: int = field(
+        8,
+        help="examples of each concept the generator reads (disjoint from those its loss is computed on)",
+        low=1,
+        high=1024,
+    )
 
     def __post_init__(self) -> None:
         from denoised_weights.generators.conditioning import MODES
@@ -208,9 +349,13 @@ class FitConfig(JsonConfig):
         check_seed(self.seed)
         check_fields(self)
         if self.conditioning != "text" and self.objective != "task":
-            raise DnwError(f"--conditioning {self.conditioning} trains on freshly made examples: use it with --objective task")  # fmt: skip
+            raise DnwError(
+                f"--conditioning {self.conditioning} trains on freshly made examples: use it with --objective task"
+            )
         if self.objective != "weights" and not self.base:
-            raise DnwError(f"--objective {self.objective} needs --base DIR: the base model the generated LoRAs are applied to")  # fmt: skip
+            raise DnwError(
+                f"--objective {self.objective} needs --base DIR: the base model the generated LoRAs are applied to"
+            )
 
     @property
     def steps(self) -> int:
@@ -241,12 +386,20 @@ def split_options(call: str, given: dict[str, Any], *classes: type) -> list[Any]
         made.append(cls(**{k: rest.pop(k) for k in list(rest) if k in names}))
     if rest:
         known = sorted({f.name for cls in classes for f in dataclasses.fields(cls)})
-        raise TypeError(f"{call}() got unexpected keyword argument(s) {', '.join(sorted(rest))}; "
-                        f"its options are {', '.join(known)}")  # fmt: skip
+        raise TypeError(
+            f"{call}() got unexpected keyword argument(s) {', '.join(sorted(rest))}; "
+            f"its options are {', '.join(known)}"
+        )
     return made
 
 
 __all__ = [
-    "BaseOptions", "CollectOptions", "ConceptData", "ConceptSelection", "FinetuneOptions",
-    "FitConfig", "InitOptions", "split_options",
-]  # fmt: skip
+    "BaseOptions",
+    "CollectOptions",
+    "ConceptData",
+    "ConceptSelection",
+    "FinetuneOptions",
+    "FitConfig",
+    "InitOptions",
+    "split_options",
+]

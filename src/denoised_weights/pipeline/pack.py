@@ -31,8 +31,14 @@ def default_generator(task: str = "image-translation") -> Path:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -82,29 +88,37 @@ def build_pack(
         "lora_fingerprint": gen_info["lora_fingerprint"],
         "base": {k: base_json.get(k) for k in ("seed", "steps", "train_seconds")},
         "generator": {
-            "seed": gen_run.get("seed"), "steps": gen_info["steps"], "train_seconds": gen_info["train_seconds"],
-            "text_encoder": gen_info["text_encoder"], "final_val_loss": history[-1]["val_loss"],
-            "centered": gen_info.get("centered", False), "default_timestep": gen_info.get("default_timestep"),
+            "seed": gen_run.get("seed"),
+            "steps": gen_info["steps"],
+            "train_seconds": gen_info["train_seconds"],
+            "text_encoder": gen_info["text_encoder"],
+            "final_val_loss": history[-1]["val_loss"],
+            "centered": gen_info.get("centered", False),
+            "default_timestep": gen_info.get("default_timestep"),
             "default_start": gen_info.get("default_start"),
         },
         "versions": gen_run.get("versions"),
         "rebuild": "make pack (base, collection of every single-edit training concept, fit for the recorded steps, dnw pack)",
-    }  # fmt: skip
+    }
     if data is not None:
         provenance["dataset"] = WeightDataset(data).info()
     if results is not None:
         provenance["benchmark_summary"] = read_json(results).get("summary")
     size = sum((base / n).stat().st_size for n in BASE_FILES if (base / n).is_file()) + sum(
-        p.stat().st_size for p in generator.rglob("*")
+        p.stat().st_size
+        for p in generator.rglob("*")
         if p.is_file() and not GENERATOR_SKIP & set(p.relative_to(generator).parts)
-    )  # fmt: skip
+    )
     if size > MAX_PACK_BYTES:
         raise DnwError(
             f"the pack would be {size / 2**20:.1f} MiB, over the {MAX_PACK_BYTES / 2**20:.0f} MiB limit; "
             "use a smaller generator preset"
         )
-    settings = {"base": str(base.resolve()), "generator": str(generator.resolve()),
-                "data": str(Path(data).resolve()) if data else None}  # fmt: skip
+    settings = {
+        "base": str(base.resolve()),
+        "generator": str(generator.resolve()),
+        "data": str(Path(data).resolve()) if data else None,
+    }
     claim_output(
         out, "pack", settings, overwrite=overwrite, owned=("base", "generator", "provenance.json")
     )
@@ -113,7 +127,11 @@ def build_pack(
         for name in BASE_FILES:
             if (base / name).is_file():
                 shutil.copy2(base / name, tmp / "base" / name)
-        shutil.copytree(generator, tmp / "generator", ignore=lambda _d, names: [n for n in names if n in GENERATOR_SKIP])  # fmt: skip
+        shutil.copytree(
+            generator,
+            tmp / "generator",
+            ignore=lambda _d, names: [n for n in names if n in GENERATOR_SKIP],
+        )
         provenance["size_bytes"] = _folder_bytes(tmp)
         write_json(tmp / "provenance.json", provenance)
     return provenance

@@ -314,9 +314,14 @@ def plot_speedups(out: Path, results: dict[str, Any]) -> Path:
 
 
 def image_grids(
-    task: Task, arch: TargetArchitecture, out: Path, concept_ids: list[str], seed: int,
-    inits: tuple[str, ...], p: TaskPreset,
-) -> list[Path]:  # fmt: skip
+    task: Task,
+    arch: TargetArchitecture,
+    out: Path,
+    concept_ids: list[str],
+    seed: int,
+    inits: tuple[str, ...],
+    p: TaskPreset,
+) -> list[Path]:
     """Per concept and snapshot step: the task's picture of every init's outputs."""
     paths = []
     for cid in concept_ids:

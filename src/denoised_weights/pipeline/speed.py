@@ -82,8 +82,9 @@ def _steps(
     return {k: (lambda f=f: f(batch)) for k, f in out.items()}
 
 
-def _task_fit_steps(task: Task, arch: TargetArchitecture, base: Path, generator: Path,
-                    concepts: int, batch: int) -> dict[str, Callable[[], Any]]:  # fmt: skip
+def _task_fit_steps(
+    task: Task, arch: TargetArchitecture, base: Path, generator: Path, concepts: int, batch: int
+) -> dict[str, Callable[[], Any]]:
     """One step of the generator's task-loss fit (``dnw fit --objective task``), on the
     fitted ``generator``: draw ``concepts`` concepts, make their data, generate their LoRAs in
     one batched estimate, apply each to the frozen base, back-propagate the task loss."""
@@ -98,14 +99,25 @@ def _task_fit_steps(task: Task, arch: TargetArchitecture, base: Path, generator:
     if DEFAULT_START[kind] == "mean":
         start = (0 if centred else gen.mean_blocks) + torch.zeros_like(gen.mean_blocks)
     fit = SimpleNamespace(
-        bd=SimpleNamespace(n_blocks=gen.blocker.n_blocks, block_size=gen.mean_blocks.shape[1],
-                           encoder=gen.encoder, blocker=gen.blocker, mean_blocks=gen.mean_blocks,
-                           scale_blocks=gen.scale),
-        config=SimpleNamespace(center=centred, prediction_type=kind, task_concepts=concepts,
-                               task_batch=batch, seed=0),
-        device=torch.device("cpu"), gen_start=start, alphas=gen.scheduler.alphas_cumprod,
-        train_model=gen.model, world=1, rank=0, conditioner=None,
-    )  # fmt: skip
+        bd=SimpleNamespace(
+            n_blocks=gen.blocker.n_blocks,
+            block_size=gen.mean_blocks.shape[1],
+            encoder=gen.encoder,
+            blocker=gen.blocker,
+            mean_blocks=gen.mean_blocks,
+            scale_blocks=gen.scale,
+        ),
+        config=SimpleNamespace(
+            center=centred, prediction_type=kind, task_concepts=concepts, task_batch=batch, seed=0
+        ),
+        device=torch.device("cpu"),
+        gen_start=start,
+        alphas=gen.scheduler.alphas_cumprod,
+        train_model=gen.model,
+        world=1,
+        rank=0,
+        conditioner=None,
+    )
     opt = torch.optim.AdamW(gen.model.parameters(), lr=1e-5)
     out = {}
     for name, fast in (("task-loss fit, peft's layers", False), ("task-loss fit, engine", True)):
@@ -141,16 +153,26 @@ def measure_speed(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rate = matmul_rate()
-    rows: list[dict[str, Any]] = [{"what": "fp32 matmul 2048x2048", "threads": threads, "gflops": rate, "of_matmul": 1.0}]  # fmt: skip
+    rows: list[dict[str, Any]] = [
+        {"what": "fp32 matmul 2048x2048", "threads": threads, "gflops": rate, "of_matmul": 1.0}
+    ]
     echo(f"[{threads} thread(s)] training steps, {rounds} interleaved rounds ...")
     steps = _steps(task, arch, base, batch_size)
     flops = {k: gflop_of(fn) for k, fn in steps.items()}
     seconds = _interleaved(steps, rounds)
     full = seconds["full step (scratch)"]
     for name, sec in seconds.items():
-        rows.append({"what": name, "threads": threads, "ms": sec * 1e3, "gflop": flops[name],
-                     "gflops": flops[name] / sec, "of_matmul": flops[name] / sec / rate,
-                     "vs_full": sec / full})  # fmt: skip
+        rows.append(
+            {
+                "what": name,
+                "threads": threads,
+                "ms": sec * 1e3,
+                "gflop": flops[name],
+                "gflops": flops[name] / sec,
+                "of_matmul": flops[name] / sec / rate,
+                "vs_full": sec / full,
+            }
+        )
     if generator is not None:
         echo(f"[{threads} thread(s)] task-loss fit steps ...")
         fits = _task_fit_steps(task, arch, base, generator, task_concepts, task_batch)
@@ -158,9 +180,18 @@ def measure_speed(
         fit_sec = _interleaved(fits, max(3, rounds // 4), warmup=1)
         peft = fit_sec["task-loss fit, peft's layers"]
         for name, sec in fit_sec.items():
-            rows.append({"what": name, "threads": threads, "ms": sec * 1e3, "gflop": fit_flops[name],
-                         "gflops": fit_flops[name] / sec, "of_matmul": fit_flops[name] / sec / rate,
-                         "concepts_per_s": task_concepts / sec, "vs_peft": peft / sec})  # fmt: skip
+            rows.append(
+                {
+                    "what": name,
+                    "threads": threads,
+                    "ms": sec * 1e3,
+                    "gflop": fit_flops[name],
+                    "gflops": fit_flops[name] / sec,
+                    "of_matmul": fit_flops[name] / sec / rate,
+                    "concepts_per_s": task_concepts / sec,
+                    "vs_peft": peft / sec,
+                }
+            )
         rows.append(_generation_row(generator, threads, rate, rounds))
     if collect_concepts:
         rows.append(
@@ -177,19 +208,33 @@ def _generation_row(generator: Path, threads: int, rate: float, rounds: int) -> 
     gen.generate(prompt)
     flop = gflop_of(lambda: gen.generate(prompt))
     sec = _interleaved({"g": lambda: gen.generate(prompt)}, max(3, rounds // 2), warmup=1)["g"]
-    return {"what": f"one-step generation ({gen.blocker.n_blocks} blocks)", "threads": threads,
-            "ms": sec * 1e3, "gflop": flop, "gflops": flop / sec, "of_matmul": flop / sec / rate}  # fmt: skip
+    return {
+        "what": f"one-step generation ({gen.blocker.n_blocks} blocks)",
+        "threads": threads,
+        "ms": sec * 1e3,
+        "gflop": flop,
+        "gflops": flop / sec,
+        "of_matmul": flop / sec / rate,
+    }
 
 
-def _collection_row(task: Task, arch: TargetArchitecture, base: Path, n: int, workers: int,
-                    threads: int, echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def _collection_row(
+    task: Task,
+    arch: TargetArchitecture,
+    base: Path,
+    n: int,
+    workers: int,
+    threads: int,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     """The README recipe (80 steps, evaluation every 20, 3 checkpoints 10 apart) on ``n``
     single-edit training concepts with ``workers`` processes, into a temporary folder."""
     from denoised_weights.pipeline.collect import CollectOptions, collect
 
     concepts = [c.id for c in task.concepts("train") if "+" not in c.id][:n]
-    opts = CollectOptions(checkpoints=3, max_steps=80, eval_every=20, interval=10,
-                          lr=arch.learning_rates["lora"])  # fmt: skip
+    opts = CollectOptions(
+        checkpoints=3, max_steps=80, eval_every=20, interval=10, lr=arch.learning_rates["lora"]
+    )
     echo(f"collection: {len(concepts)} concepts, {workers} worker(s) ...")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -203,8 +248,12 @@ def _collection_row(task: Task, arch: TargetArchitecture, base: Path, n: int, wo
             workers=workers,
         )
         sec = time.perf_counter() - t0
-    return {"what": f"collection ({len(concepts)} concepts, {workers} workers)", "threads": threads,
-            "seconds": sec, "concepts_per_hour": len(concepts) / sec * 3600}  # fmt: skip
+    return {
+        "what": f"collection ({len(concepts)} concepts, {workers} workers)",
+        "threads": threads,
+        "seconds": sec,
+        "concepts_per_hour": len(concepts) / sec * 3600,
+    }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -213,16 +262,30 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
         return format(row[key], fmt) if row.get(key) is not None else ""
 
-    lines = ["| what | threads | time | GFLOP | GFLOPS | of matmul rate | ratio | throughput |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| what | threads | time | GFLOP | GFLOPS | of matmul rate | ratio | throughput |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         time_cell = (
             f"{r['ms']:.1f} ms" if "ms" in r else f"{r['seconds']:.1f} s" if "seconds" in r else ""
         )
-        ratio = (f"{r['vs_full']:.2f}x full step" if "vs_full" in r
-                 else f"{r['vs_peft']:.2f}x peft's speed" if "vs_peft" in r else "")  # fmt: skip
-        through = (f"{r['concepts_per_s']:.2f} concepts/s" if "concepts_per_s" in r
-                   else f"{r['concepts_per_hour']:.0f} concepts/h" if "concepts_per_hour" in r else "")  # fmt: skip
-        lines.append(f"| {r['what']} | {r['threads']} | {time_cell} | {cell(r, 'gflop', '.2f')} | "
-                     f"{cell(r, 'gflops', '.1f')} | {cell(r, 'of_matmul', '.0%')} | {ratio} | {through} |")  # fmt: skip
+        ratio = (
+            f"{r['vs_full']:.2f}x full step"
+            if "vs_full" in r
+            else f"{r['vs_peft']:.2f}x peft's speed"
+            if "vs_peft" in r
+            else ""
+        )
+        through = (
+            f"{r['concepts_per_s']:.2f} concepts/s"
+            if "concepts_per_s" in r
+            else f"{r['concepts_per_hour']:.0f} concepts/h"
+            if "concepts_per_hour" in r
+            else ""
+        )
+        lines.append(
+            f"| {r['what']} | {r['threads']} | {time_cell} | {cell(r, 'gflop', '.2f')} | "
+            f"{cell(r, 'gflops', '.1f')} | {cell(r, 'of_matmul', '.0%')} | {ratio} | {through} |"
+        )
     return "\n".join(lines)

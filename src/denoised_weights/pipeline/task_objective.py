@@ -97,8 +97,18 @@ class TaskObjective:
         noise = torch.randn(k * n, b, generator=torch.Generator().manual_seed(seed)).to(dev)
         start = None if self.fit.gen_start is None else self.fit.gen_start.repeat(k, 1)
         index = torch.arange(n, device=dev).repeat(k)
-        x0 = one_step(model, self.fit.alphas, kind, start, noise, DEFAULT_TIMESTEP[kind], index,
-                      tokens.to(dev), mask.to(dev), shared)  # fmt: skip
+        x0 = one_step(
+            model,
+            self.fit.alphas,
+            kind,
+            start,
+            noise,
+            DEFAULT_TIMESTEP[kind],
+            index,
+            tokens.to(dev),
+            mask.to(dev),
+            shared,
+        )
         blocks = self.offset + self.scale * x0.view(k, n, b)
         return [bd.blocker.from_blocks_differentiable(blocks[i]) for i in range(k)]
 

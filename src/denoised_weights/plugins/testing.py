@@ -259,29 +259,65 @@ def check_task_pipeline(
 
     work = Path(workdir)
     concepts = [c.id for c in task.select_concepts("train", n=3)]
-    base = train_base(task, arch, work / "base", concepts=concepts,
-                      options=BaseOptions(steps=4, pairs_per_concept=4, eval_every=2, batch_size=4))  # fmt: skip
-    ds = collect(task, arch, base, work / "dataset", concept_ids=concepts,
-                 opts=CollectOptions(checkpoints=2, max_steps=4, min_steps=1, eval_every=2, interval=2,
-                                     n_train=8, n_eval=4, batch_size=4))  # fmt: skip
+    base = train_base(
+        task,
+        arch,
+        work / "base",
+        concepts=concepts,
+        options=BaseOptions(steps=4, pairs_per_concept=4, eval_every=2, batch_size=4),
+    )
+    ds = collect(
+        task,
+        arch,
+        base,
+        work / "dataset",
+        concept_ids=concepts,
+        opts=CollectOptions(
+            checkpoints=2,
+            max_steps=4,
+            min_steps=1,
+            eval_every=2,
+            interval=2,
+            n_train=8,
+            n_eval=4,
+            batch_size=4,
+        ),
+    )
     assert len(ds.concepts) == len(concepts) and ds.verify() == [], (
         "collection did not store every concept"
     )
     assert WeightDataset(work / "dataset").fingerprint == lora_fingerprint(arch)
     size = 32 if ds.config["lora_params"] < 4096 else 64
-    fit(work / "dataset", work / "generator",
-        FitConfig(max_steps=4, val_every=2, batch_size=16, block_size=size,
-                  preset="tiny", prediction_type="sample"))  # fmt: skip
+    fit(
+        work / "dataset",
+        work / "generator",
+        FitConfig(
+            max_steps=4,
+            val_every=2,
+            batch_size=16,
+            block_size=size,
+            preset="tiny",
+            prediction_type="sample",
+        ),
+    )
     generator = DiffusionGenerator(work / "generator")
     generator.check_fits(arch)
     held = task.concepts("held-out")[0]
     state = generator.generate(held.prompt)
     assert all(torch.isfinite(v).all() for v in state.values()), "the generated LoRA is not finite"
     curve = finetune_concept(
-        task, arch, work / "finetune", held.id, n_train=8, n_eval=4, init="generated", base=base,
-        initialiser=generator, options=FinetuneOptions(max_steps=2, eval_every=1, batch_size=4),
+        task,
+        arch,
+        work / "finetune",
+        held.id,
+        n_train=8,
+        n_eval=4,
+        init="generated",
+        base=base,
+        initialiser=generator,
+        options=FinetuneOptions(max_steps=2, eval_every=1, batch_size=4),
         fingerprint=lora_fingerprint(arch),
-    )  # fmt: skip
+    )
     assert [p["step"] for p in curve["points"]] == [0, 1, 2], "the fine-tuning curve is incomplete"
     assert (
         curve["metric"] == task.target_metric and curve["higher_is_better"] == task.higher_is_better

@@ -23,11 +23,15 @@ class LabelledEncoder(nn.Module):
         super().__init__()
         self.dim = dim
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
         self.label = nn.Embedding(CLASSES, 4 * width)
         self.head = nn.Sequential(
             nn.Linear(8 * width + 4 * width, 4 * width), nn.SiLU(), nn.Linear(4 * width, dim)

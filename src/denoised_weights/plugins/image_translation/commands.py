@@ -23,18 +23,78 @@ def add_commands(cli: click.Group) -> None:
 
     @cli.command()
     @source_options(DEFAULT_SOURCE)
-    @click.option("--concept", "-c", default=None, help="Catalogue concept id or one of its prompts (--source catalogue).")  # fmt: skip
-    @click.option("--prompt", default=None, help="The edit instruction (--source instruct-pix2pix).")  # fmt: skip
-    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (A/ and B/).")  # fmt: skip
-    @click.option("-n", "count", type=click.IntRange(min=1, max=100_000), default=64, show_default=True, help="Number of pairs.")  # fmt: skip
-    @click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Photos to crop from.")  # fmt: skip
-    @click.option("--size", type=click.IntRange(min=8, max=2048), default=64, show_default=True, help="Square image size.")  # fmt: skip
+    @click.option(
+        "--concept",
+        "-c",
+        default=None,
+        help="Catalogue concept id or one of its prompts (--source catalogue).",
+    )
+    @click.option(
+        "--prompt", default=None, help="The edit instruction (--source instruct-pix2pix)."
+    )
+    @click.option(
+        "--out",
+        "-o",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Output folder (A/ and B/).",
+    )
+    @click.option(
+        "-n",
+        "count",
+        type=click.IntRange(min=1, max=100_000),
+        default=64,
+        show_default=True,
+        help="Number of pairs.",
+    )
+    @click.option(
+        "--split",
+        type=click.Choice(["train", "eval"]),
+        default="train",
+        show_default=True,
+        help="Photos to crop from.",
+    )
+    @click.option(
+        "--size",
+        type=click.IntRange(min=8, max=2048),
+        default=64,
+        show_default=True,
+        help="Square image size.",
+    )
     @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
-    @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Your own photo folder.")  # fmt: skip
-    @click.option("--device", default=None, help="Where a model-based source runs: cpu, cuda, cuda:N (default: CUDA when present).")  # fmt: skip
-    @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only files this command wrote).")  # fmt: skip
+    @click.option(
+        "--photos",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Your own photo folder.",
+    )
+    @click.option(
+        "--device",
+        default=None,
+        help="Where a model-based source runs: cpu, cuda, cuda:N (default: CUDA when present).",
+    )
+    @click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Write into an existing --out (replaces only files this command wrote).",
+    )
     @click.pass_context
-    def pairs(ctx, source: str, concept: str | None, prompt: str | None, model: Path | None, out: Path, count: int, split: str, size: int, seed: int, photos: Path | None, device: str | None, source_option: tuple[str, ...], overwrite: bool) -> None:  # fmt: skip
+    def pairs(
+        ctx,
+        source: str,
+        concept: str | None,
+        prompt: str | None,
+        model: Path | None,
+        out: Path,
+        count: int,
+        split: str,
+        size: int,
+        seed: int,
+        photos: Path | None,
+        device: str | None,
+        source_option: tuple[str, ...],
+        overwrite: bool,
+    ) -> None:
         """Write N (photo, edited photo) pairs in the pix2pix A/B layout, made by a pair source:
         a catalogue concept's edit (default) or any registered source, e.g. instruct-pix2pix
         from a local model folder."""
@@ -47,19 +107,39 @@ def add_commands(cli: click.Group) -> None:
             raise DnwError(f"--model {model} is no such folder; give a local model folder")
         if photos is not None and not photos.is_dir():
             raise DnwError(f"--photos {photos} is no such folder; give a folder of photos")
-        given = {"concept": concept, "prompt": prompt, "model_dir": model, "size": size,
-                 "photos_dir": photos, "device": device}  # fmt: skip
+        given = {
+            "concept": concept,
+            "prompt": prompt,
+            "model_dir": model,
+            "size": size,
+            "photos_dir": photos,
+            "device": device,
+        }
         src, used = make_pair_source(
             source, given, json_values(source_option, "--source-option"), _registries(ctx)
         )
         if source == DEFAULT_SOURCE and not source_option:  # today's record, so old folders resume
-            info = {"concept": src.concept.id, "prompts": list(src.prompts), "split": split,
-                    "seed": seed, "size": size, "count": count, "photos": str(photos) if photos else None}  # fmt: skip
+            info = {
+                "concept": src.concept.id,
+                "prompts": list(src.prompts),
+                "split": split,
+                "seed": seed,
+                "size": size,
+                "count": count,
+                "photos": str(photos) if photos else None,
+            }
         else:
             options = {k: str(v) if isinstance(v, Path) else v for k, v in used.items()}
             prompts = list(getattr(src, "prompts", None) or ([prompt] if prompt else []))
-            info = {"source": source, "options": options, "prompts": prompts, "split": split,
-                    "seed": seed, "size": size, "count": count}  # fmt: skip
+            info = {
+                "source": source,
+                "options": options,
+                "prompts": prompts,
+                "split": split,
+                "seed": seed,
+                "size": size,
+                "count": count,
+            }
         claim_output(
             out, "pairs", info, overwrite=overwrite, owned=("A", "B", "pairs.json"), seed=seed
         )
@@ -80,21 +160,95 @@ def add_commands(cli: click.Group) -> None:
 def add_translate(cli: click.Group) -> None:
     @cli.command()
     @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (PNGs, one per input, same size; never an input folder).")  # fmt: skip
-    @click.option("--adapter", type=click.Path(path_type=Path), default=None, help="PEFT adapter folder (dnw finetune's adapter/, or dnw generate's output).")  # fmt: skip
-    @click.option("--prompt", default=None, help="Or a concept prompt: generate the adapter first (into OUT/adapter).")  # fmt: skip
-    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
-    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None, help="Generator for --prompt (default: the pack's).")  # fmt: skip
-    @click.option("--resolution", default="128", show_default=True, help="Shorter side the network sees (the model's scale; the change is carried back to full size), or 'native' to run at the file's own resolution.")  # fmt: skip
-    @click.option("--tile", type=click.IntRange(16, 4096), default=256, show_default=True, help="Tile side for images too large to run whole.")  # fmt: skip
-    @click.option("--overlap", type=click.IntRange(0, 2048), default=32, show_default=True, help="Pixels shared by neighbouring tiles (blended).")  # fmt: skip
-    @click.option("--max-full-pixels", type=click.IntRange(0), default=None, help="Run images up to this many pixels whole (default 512x512), tile larger ones.")  # fmt: skip
-    @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated adapter (--prompt).")  # fmt: skip
+    @click.option(
+        "--out",
+        "-o",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Output folder (PNGs, one per input, same size; never an input folder).",
+    )
+    @click.option(
+        "--adapter",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="PEFT adapter folder (dnw finetune's adapter/, or dnw generate's output).",
+    )
+    @click.option(
+        "--prompt",
+        default=None,
+        help="Or a concept prompt: generate the adapter first (into OUT/adapter).",
+    )
+    @click.option(
+        "--base",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Base model folder (default: the pretrained pack's).",
+    )
+    @click.option(
+        "--generator",
+        "-g",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Generator for --prompt (default: the pack's).",
+    )
+    @click.option(
+        "--resolution",
+        default="128",
+        show_default=True,
+        help="Shorter side the network sees (the model's scale; the change is carried back to full size), or 'native' to run at the file's own resolution.",
+    )
+    @click.option(
+        "--tile",
+        type=click.IntRange(16, 4096),
+        default=256,
+        show_default=True,
+        help="Tile side for images too large to run whole.",
+    )
+    @click.option(
+        "--overlap",
+        type=click.IntRange(0, 2048),
+        default=32,
+        show_default=True,
+        help="Pixels shared by neighbouring tiles (blended).",
+    )
+    @click.option(
+        "--max-full-pixels",
+        type=click.IntRange(0),
+        default=None,
+        help="Run images up to this many pixels whole (default 512x512), tile larger ones.",
+    )
+    @click.option(
+        "--seed",
+        type=SEED,
+        default=0,
+        show_default=True,
+        help="Seed of the generated adapter (--prompt).",
+    )
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-    @click.option("--overwrite", is_flag=True, help="Write into an existing --out (replaces only what this command wrote there).")  # fmt: skip
+    @click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Write into an existing --out (replaces only what this command wrote there).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     @click.pass_context
-    def translate(ctx, inputs, out, adapter, prompt, base, generator, resolution, tile, overlap, max_full_pixels, seed, device, overwrite, as_json) -> None:  # fmt: skip
+    def translate(
+        ctx,
+        inputs,
+        out,
+        adapter,
+        prompt,
+        base,
+        generator,
+        resolution,
+        tile,
+        overlap,
+        max_full_pixels,
+        seed,
+        device,
+        overwrite,
+        as_json,
+    ) -> None:
         """Translate image files or folders (INPUT...) with base + adapter; each output the size of its input.
 
         Unreadable files are named and skipped; the exit status is 1 when any was skipped."""
@@ -108,42 +262,129 @@ def add_translate(cli: click.Group) -> None:
             translate,
         )
 
-        opts = TranslateOptions(resolution=resolution, tile=tile, overlap=overlap,
-                                max_full_pixels=DEFAULT_MAX_FULL_PIXELS if max_full_pixels is None else max_full_pixels)  # fmt: skip
+        opts = TranslateOptions(
+            resolution=resolution,
+            tile=tile,
+            overlap=overlap,
+            max_full_pixels=DEFAULT_MAX_FULL_PIXELS if max_full_pixels is None else max_full_pixels,
+        )
         summary = translate(
-            list(inputs), out, base=base, adapter=adapter, prompt=prompt, generator=generator,
-            seed=seed, options=opts, device=None if device == "auto" else device,
-            overwrite=overwrite, registries=_registries(ctx),
+            list(inputs),
+            out,
+            base=base,
+            adapter=adapter,
+            prompt=prompt,
+            generator=generator,
+            seed=seed,
+            options=opts,
+            device=None if device == "auto" else device,
+            overwrite=overwrite,
+            registries=_registries(ctx),
             echo=lambda line: tqdm.write(line, file=sys.stderr),
-        )  # fmt: skip
+        )
         skipped = len(summary["skipped"])
         if as_json:
             click.echo(json.dumps({k: v for k, v in summary.items() if k != "images"}, indent=2))
         click.echo(
             f"translated {summary['translated']} of {summary['total']} images into {out} "
-            f"in {summary['seconds']:.1f} s" + (f"; skipped {skipped} unreadable (named above)" if skipped else ""),
+            f"in {summary['seconds']:.1f} s"
+            + (f"; skipped {skipped} unreadable (named above)" if skipped else ""),
             err=as_json,
-        )  # fmt: skip
+        )
         if skipped:
             ctx.exit(1)
 
 
 def add_export(cli: click.Group) -> None:
     @cli.command(name="export")
-    @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="FILE.onnx / FILE.safetensors, or a folder (gets model.onnx / model.safetensors).")  # fmt: skip
-    @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT adapter folder to merge into the base.")  # fmt: skip
-    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
-    @click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default=None, help="Default: from the --out suffix, else onnx.")  # fmt: skip
-    @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True, help="torch.onnx.export's exporter (dynamo: torch.export-based).")  # fmt: skip
-    @click.option("--check-photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Photos to check the export on (default: the bundled photos).")  # fmt: skip
-    @click.option("--check-images", "n_check", type=click.IntRange(1, 1024), default=16, show_default=True, help="256x256 crops compared with PyTorch.")  # fmt: skip
-    @click.option("--check-size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Side of the check crops (and of the latency figure).")  # fmt: skip
-    @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime threads for the latency figure.")  # fmt: skip
-    @click.option("--plain-merge", is_flag=True, help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).")  # fmt: skip
-    @click.option("--overwrite", is_flag=True, help="Replace an existing --out file (a folder --out: replace only what this command wrote there).")  # fmt: skip
+    @click.option(
+        "--out",
+        "-o",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="FILE.onnx / FILE.safetensors, or a folder (gets model.onnx / model.safetensors).",
+    )
+    @click.option(
+        "--adapter",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="PEFT adapter folder to merge into the base.",
+    )
+    @click.option(
+        "--base",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Base model folder (default: the pretrained pack's).",
+    )
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["onnx", "safetensors"]),
+        default=None,
+        help="Default: from the --out suffix, else onnx.",
+    )
+    @click.option(
+        "--exporter",
+        type=click.Choice(["dynamo", "torchscript"]),
+        default="dynamo",
+        show_default=True,
+        help="torch.onnx.export's exporter (dynamo: torch.export-based).",
+    )
+    @click.option(
+        "--check-photos",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Photos to check the export on (default: the bundled photos).",
+    )
+    @click.option(
+        "--check-images",
+        "n_check",
+        type=click.IntRange(1, 1024),
+        default=16,
+        show_default=True,
+        help="256x256 crops compared with PyTorch.",
+    )
+    @click.option(
+        "--check-size",
+        type=click.IntRange(16, 4096),
+        default=256,
+        show_default=True,
+        help="Side of the check crops (and of the latency figure).",
+    )
+    @click.option(
+        "--threads",
+        type=click.IntRange(1, 256),
+        default=1,
+        show_default=True,
+        help="onnxruntime threads for the latency figure.",
+    )
+    @click.option(
+        "--plain-merge",
+        is_flag=True,
+        help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).",
+    )
+    @click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace an existing --out file (a folder --out: replace only what this command wrote there).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
-    def export_command(ctx, out, adapter, base, fmt, exporter, check_photos, n_check, check_size, threads, plain_merge, overwrite, as_json) -> None:  # fmt: skip
+    def export_command(
+        ctx,
+        out,
+        adapter,
+        base,
+        fmt,
+        exporter,
+        check_photos,
+        n_check,
+        check_size,
+        threads,
+        plain_merge,
+        overwrite,
+        as_json,
+    ) -> None:
         """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or safetensors."""
         import json
 
@@ -152,19 +393,31 @@ def add_export(cli: click.Group) -> None:
         if fmt is None:
             fmt = "safetensors" if out.suffix.lower() == ".safetensors" else "onnx"
         report = export(
-            out, base=base, adapter=adapter, format=fmt, exporter=exporter, check_photos=check_photos,
-            n_check=n_check, check_size=check_size, threads=threads, plain_merge=plain_merge, overwrite=overwrite, registries=_registries(ctx),
+            out,
+            base=base,
+            adapter=adapter,
+            format=fmt,
+            exporter=exporter,
+            check_photos=check_photos,
+            n_check=n_check,
+            check_size=check_size,
+            threads=threads,
+            plain_merge=plain_merge,
+            overwrite=overwrite,
+            registries=_registries(ctx),
             echo=lambda line: click.echo(line, err=True),
-        )  # fmt: skip
+        )
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
         line = f"{report['file']}: {report['megabytes']:.2f} MiB, {fmt}"
         if fmt == "onnx":
             dyn = ", ".join(report["dynamic"]) or f"fixed {report['fixed_shape']}"
-            line += (f" ({dyn} dynamic); onnxruntime vs PyTorch on {report['check_images']} photos: "
-                     f"max abs diff {report['max_abs_diff']:.2e}; onnxruntime {report['onnxruntime_ms_per_image']:.1f} ms "
-                     f"per {report['latency_image']} image ({report['latency_threads']} thread)")  # fmt: skip
+            line += (
+                f" ({dyn} dynamic); onnxruntime vs PyTorch on {report['check_images']} photos: "
+                f"max abs diff {report['max_abs_diff']:.2e}; onnxruntime {report['onnxruntime_ms_per_image']:.1f} ms "
+                f"per {report['latency_image']} image ({report['latency_threads']} thread)"
+            )
         else:
             line += f"; reloaded: max abs diff {report['reload_max_abs_diff']:.1e}"
         click.echo(line)
@@ -172,12 +425,38 @@ def add_export(cli: click.Group) -> None:
 
 def add_serve(cli: click.Group) -> None:
     @cli.command()
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")  # fmt: skip
+    @click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to bind (only this machine by default).",
+    )
     @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
-    @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where each browser session's runs go (default: a temporary folder).")  # fmt: skip
-    @click.option("--base", type=click.Path(path_type=Path), default=None, help="Base model folder (default: the pretrained pack's).")  # fmt: skip
-    @click.option("--generator", "-g", type=click.Path(path_type=Path), default=None, help="Generator folder (default: the pack's).")  # fmt: skip
-    @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None, help="Your photo folder for the picker (default: the bundled photos).")  # fmt: skip
+    @click.option(
+        "--workdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where each browser session's runs go (default: a temporary folder).",
+    )
+    @click.option(
+        "--base",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Base model folder (default: the pretrained pack's).",
+    )
+    @click.option(
+        "--generator",
+        "-g",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Generator folder (default: the pack's).",
+    )
+    @click.option(
+        "--photos",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Your photo folder for the picker (default: the bundled photos).",
+    )
     @click.pass_context
     def serve(ctx, host, port, workdir, base, generator, photos) -> None:
         """A local web app: type a concept, see the generated translator on a photo, fine-tune it, download it.
@@ -185,5 +464,13 @@ def add_serve(cli: click.Group) -> None:
         Needs the app extra: pip install 'denoised-weights[app]'."""
         from denoised_weights.plugins.image_translation.serve import serve as run
 
-        run(host=host, port=port, workdir=workdir, base=base, generator=generator, photos=photos,
-            registries=_registries(ctx), echo=click.echo)  # fmt: skip
+        run(
+            host=host,
+            port=port,
+            workdir=workdir,
+            base=base,
+            generator=generator,
+            photos=photos,
+            registries=_registries(ctx),
+            echo=click.echo,
+        )

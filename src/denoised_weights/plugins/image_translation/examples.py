@@ -24,10 +24,13 @@ class PairEncoder(nn.Module):
         super().__init__()
         self.dim = dim
         self.features = nn.Sequential(
-            nn.Conv2d(9, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-        )  # fmt: skip
+            nn.Conv2d(9, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+        )
         stats = 2 * (2 * width + 9)  # mean and spread of the features and of the raw channels
         self.head = nn.Sequential(nn.Linear(stats, 4 * width), nn.SiLU(), nn.Linear(4 * width, dim))
 

@@ -136,24 +136,46 @@ def export_onnx(
     example = torch.rand(2, 3, 63, 97, generator=torch.Generator().manual_seed(0))
     if not dynamic:
         example = torch.rand(1, 3, CHECK_SIZE, CHECK_SIZE)
-    kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["translated"],
-                              "opset_version": OPSET}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "input_names": ["image"],
+        "output_names": ["translated"],
+        "opset_version": OPSET,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             from torch.export import Dim
 
-            dims = {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=4, max=16384),
-                    3: Dim("width", min=4, max=16384)}  # fmt: skip
-            torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False,
-                              dynamic_shapes={"image": dims} if dynamic else None, **kwargs)  # fmt: skip
+            dims = {
+                0: Dim("batch", min=1, max=1024),
+                2: Dim("height", min=4, max=16384),
+                3: Dim("width", min=4, max=16384),
+            }
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes={"image": dims} if dynamic else None,
+                **kwargs,
+            )
         else:
             axes = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(module, (example,), str(path), dynamo=False,
-                              dynamic_axes={"image": axes, "translated": axes} if dynamic else None,
-                              **kwargs)  # fmt: skip
-    return {"exporter": exporter, "dynamic": ["batch", "height", "width"] if dynamic else [],
-            "fixed_shape": None if dynamic else list(example.shape), "opset": OPSET}  # fmt: skip
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                dynamic_axes={"image": axes, "translated": axes} if dynamic else None,
+                **kwargs,
+            )
+    return {
+        "exporter": exporter,
+        "dynamic": ["batch", "height", "width"] if dynamic else [],
+        "fixed_shape": None if dynamic else list(example.shape),
+        "opset": OPSET,
+    }
 
 
 def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
@@ -205,10 +227,17 @@ def export(
     trained = load_translator(base, adapter, registries=registries)  # checks base and adapter
     info = trained.info
     merge = "peft" if format == "safetensors" or plain_merge else "faithful"
-    settings = {"base": str(Path(info["base"]).resolve()), "adapter": str(Path(info["adapter"]).resolve()),
-                "format": format, "exporter": exporter if format == "onnx" else None, "merge": merge,
-                "file": path.name, "check_photos": str(check_photos) if check_photos else None,
-                "check_images": n_check, "check_size": check_size}  # fmt: skip
+    settings = {
+        "base": str(Path(info["base"]).resolve()),
+        "adapter": str(Path(info["adapter"]).resolve()),
+        "format": format,
+        "exporter": exporter if format == "onnx" else None,
+        "merge": merge,
+        "file": path.name,
+        "check_photos": str(check_photos) if check_photos else None,
+        "check_images": n_check,
+        "check_size": check_size,
+    }
     sidecars = (path.name + ".json", path.name + ".data")
     if Path(out) == path:  # --out names the file: claim it alone
         claim_output_file(path, "export", settings, overwrite=overwrite, sidecars=sidecars)
@@ -220,24 +249,52 @@ def export(
     with torch.no_grad():
         ref = trained.task.predict(trained.arch, adapter_net, {"A": crops})
         gap = (ref - plain.task.predict(plain.arch, plain.model.cpu(), {"A": crops})).abs()
-    exported = plain if merge == "peft" else load_translator(info["base"], info["adapter"], merge=merge, registries=registries)  # fmt: skip
+    exported = (
+        plain
+        if merge == "peft"
+        else load_translator(info["base"], info["adapter"], merge=merge, registries=registries)
+    )
     arch, net = exported.arch, exported.model.cpu().eval()
     report: dict[str, Any] = {
-        "file": str(path), "format": format, "merge": merge, "base": info["base"],
-        "adapter": info["adapter"], "prompt": info.get("prompt"), "architecture": arch.name,
-        "config": arch.config, "peft_merge_max_abs_diff": float(gap.max()),
+        "file": str(path),
+        "format": format,
+        "merge": merge,
+        "base": info["base"],
+        "adapter": info["adapter"],
+        "prompt": info.get("prompt"),
+        "architecture": arch.name,
+        "config": arch.config,
+        "peft_merge_max_abs_diff": float(gap.max()),
         "peft_merge_mean_abs_diff": float(gap.mean()),
-    }  # fmt: skip
+    }
     interior = gap[..., BORDER:-BORDER, BORDER:-BORDER]  # empty for check crops of 32 or less
     report["peft_merge_interior_max_abs_diff"] = float(interior.max()) if interior.numel() else None
     if format == "safetensors":
-        save_tensors(path, net.state_dict(), {"architecture": arch.name,
-                     "config": json.dumps(arch.config), "prompt": info.get("prompt") or "",
-                     "input": "[B, 3, H, W] in [-1, 1], H and W multiples of 4; output in [-1, 1]"})  # fmt: skip
+        save_tensors(
+            path,
+            net.state_dict(),
+            {
+                "architecture": arch.name,
+                "config": json.dumps(arch.config),
+                "prompt": info.get("prompt") or "",
+                "input": "[B, 3, H, W] in [-1, 1], H and W multiples of 4; output in [-1, 1]",
+            },
+        )
         report.update(_check_safetensors(path, arch, net, crops))
     else:
-        report.update(_export_and_check(path, arch, net, crops, wholes, exporter, threads, say,
-                                        reference=(trained.arch, adapter_net)))  # fmt: skip
+        report.update(
+            _export_and_check(
+                path,
+                arch,
+                net,
+                crops,
+                wholes,
+                exporter,
+                threads,
+                say,
+                reference=(trained.arch, adapter_net),
+            )
+        )
     report["bytes"] = path.stat().st_size
     report["megabytes"] = round(path.stat().st_size / 2**20, 3)
     write_json(path.with_name(path.name + ".json"), report)
@@ -271,9 +328,15 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say, re
         how = export_onnx(module, path, exporter=exporter, dynamic=False)
         how["dynamic_failed"] = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
     how["export_seconds"] = round(time.perf_counter() - t0, 2)
-    _add_metadata(path, {"dnw_input": "image: float32 [batch, 3, height, width] RGB in [0, 1]",
-                         "dnw_output": "translated: float32, same shape, in [0, 1]",
-                         "dnw_architecture": arch.name, "dnw_config": arch.config})  # fmt: skip
+    _add_metadata(
+        path,
+        {
+            "dnw_input": "image: float32 [batch, 3, height, width] RGB in [0, 1]",
+            "dnw_output": "translated: float32, same shape, in [0, 1]",
+            "dnw_architecture": arch.name,
+            "dnw_config": arch.config,
+        },
+    )
     say("checking it with onnxruntime against PyTorch on real photos ...")
     session = _onnx_session(path, threads)
 
@@ -300,13 +363,19 @@ def _export_and_check(path, arch, net, crops, wholes, exporter, threads, say, re
         finally:
             torch.set_num_threads(torch_threads)
     ort_latency = _latency(lambda: session.run(None, {"image": one.numpy()}))
-    return {**how, "check_images": len(crops), "max_abs_diff": max(diffs.values()),
-            "max_abs_diff_per_check": diffs, "tolerance": ONNX_TOLERANCE,
-            "max_abs_diff_vs_adapter": float(vs_adapter.max()),
-            "mean_abs_diff_vs_adapter": float(vs_adapter.mean()),
-            "latency_threads": threads,
-            "latency_image": size, "onnxruntime_ms_per_image": round(ort_latency * 1000, 2),
-            "pytorch_ms_per_image": round(torch_latency * 1000, 2)}  # fmt: skip
+    return {
+        **how,
+        "check_images": len(crops),
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_per_check": diffs,
+        "tolerance": ONNX_TOLERANCE,
+        "max_abs_diff_vs_adapter": float(vs_adapter.max()),
+        "mean_abs_diff_vs_adapter": float(vs_adapter.mean()),
+        "latency_threads": threads,
+        "latency_image": size,
+        "onnxruntime_ms_per_image": round(ort_latency * 1000, 2),
+        "pytorch_ms_per_image": round(torch_latency * 1000, 2),
+    }
 
 
 __all__ = ["DeviceTranslator", "ZeroPaddedDelta", "export", "merged_network"]

@@ -32,7 +32,11 @@ def open_rgb(path: str | Path, *, max_side: int | None = None):
                 rgb = im.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
-        size = f"{numbers[0] / 1e6:.0f} megapixels; the limit is {numbers[1] / 1e6:.0f}" if len(numbers) >= 2 else "too many pixels"  # fmt: skip
+        size = (
+            f"{numbers[0] / 1e6:.0f} megapixels; the limit is {numbers[1] / 1e6:.0f}"
+            if len(numbers) >= 2
+            else "too many pixels"
+        )
         raise DnwError(f"{path}: too large to decode safely ({size}); shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -22,8 +22,16 @@ class ZeroPaddedDelta(nn.Module):
     def __init__(self, base: nn.Conv2d, delta: torch.Tensor) -> None:
         super().__init__()
         self.base = base
-        self.delta = nn.Conv2d(base.in_channels, base.out_channels, base.kernel_size,
-                               base.stride, base.padding, base.dilation, base.groups, bias=False)  # fmt: skip
+        self.delta = nn.Conv2d(
+            base.in_channels,
+            base.out_channels,
+            base.kernel_size,
+            base.stride,
+            base.padding,
+            base.dilation,
+            base.groups,
+            bias=False,
+        )
         self.delta.weight = nn.Parameter(delta.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

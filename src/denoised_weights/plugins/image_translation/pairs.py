@@ -78,7 +78,9 @@ def _images(folder: Path) -> list[Path]:
     seen: dict[str, Path] = {}
     for p in files:
         if p.stem in seen:
-            raise DnwError(f"{seen[p.stem]} and {p.name} are two files for one pair (same name); keep one of them")  # fmt: skip
+            raise DnwError(
+                f"{seen[p.stem]} and {p.name} are two files for one pair (same name); keep one of them"
+            )
         seen[p.stem] = p
     return files
 

@@ -185,18 +185,35 @@ class Studio:
         return translator.translate_pil(image)
 
     def start_finetune(
-        self, session: str, *, concept: str | None, pairs: Path | None, prompt: str,
-        steps: int, eval_every: int, compare: bool, adapter_seed: int = 0,
-    ) -> tuple[Path, list[str]]:  # fmt: skip
+        self,
+        session: str,
+        *,
+        concept: str | None,
+        pairs: Path | None,
+        prompt: str,
+        steps: int,
+        eval_every: int,
+        compare: bool,
+        adapter_seed: int = 0,
+    ) -> tuple[Path, list[str]]:
         """Start the fine-tunes of one run in a child process; ``(run folder, inits)``."""
         self.stop(session)
         run = self.new_run(session, "finetune")
         inits = list(INITS if compare else INITS[:1])
-        common = {"concept": concept, "pairs": str(pairs) if pairs else None, "prompt": prompt or None,
-                  "max_steps": steps, "eval_every": eval_every, "n_train": 128, "n_eval": 32, "metrics": ["l1"],
-                  "base": str(self.base) if self.base else None, "preset": self.preset,
-                  "generator": str(self.generator_path) if self.generator_path else None,
-                  "seed": adapter_seed}  # fmt: skip
+        common = {
+            "concept": concept,
+            "pairs": str(pairs) if pairs else None,
+            "prompt": prompt or None,
+            "max_steps": steps,
+            "eval_every": eval_every,
+            "n_train": 128,
+            "n_eval": 32,
+            "metrics": ["l1"],
+            "base": str(self.base) if self.base else None,
+            "preset": self.preset,
+            "generator": str(self.generator_path) if self.generator_path else None,
+            "seed": adapter_seed,
+        }
         jobs = [{**common, "out": str(run / init), "init": init} for init in inits]
         for job in jobs:
             if job["init"] != "generated":
@@ -207,8 +224,10 @@ class Studio:
         log = open(run / "log.txt", "wb")  # noqa: SIM115 - the child writes it while it runs
         self._procs[session] = subprocess.Popen(
             [sys.executable, "-m", __name__, str(run / "jobs.json")],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         log.close()
         return run, inits
 
@@ -247,8 +266,14 @@ class Studio:
             return Path(shutil.make_archive(str(out / "adapter"), "zip", str(adapter)))
         from denoised_weights.plugins.image_translation.export import export
 
-        report = export(out / f"translator.{fmt}", base=self.base, adapter=adapter, format=fmt,
-                        n_check=4, registries=self.registries)  # fmt: skip
+        report = export(
+            out / f"translator.{fmt}",
+            base=self.base,
+            adapter=adapter,
+            format=fmt,
+            n_check=4,
+            registries=self.registries,
+        )
         return Path(report["file"])
 
 
@@ -294,8 +319,10 @@ def build_app(studio: Studio) -> Any:
             before = studio.photo(photo, upload)
             after = studio.apply(adapter, before)
         state = {**(state or {}), "adapter": str(adapter), "label": f"generated: {prompt.strip()}"}
-        note = (f"Generated init for **{prompt.strip()}** ({gen_seconds * 1000:.0f} ms to generate, "
-                f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after.")  # fmt: skip
+        note = (
+            f"Generated init for **{prompt.strip()}** ({gen_seconds * 1000:.0f} ms to generate, "
+            f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after."
+        )
         return (before, after), note, state
 
     def plot_frame(run: Path, inits: list[str]) -> Any:
@@ -308,8 +335,9 @@ def build_app(studio: Studio) -> Any:
         frame = pd.DataFrame(rows, columns=["step", "l1", "init"])  # numbers: a quantitative axis
         return frame.astype({"step": "int64", "l1": "float64", "init": "str"})
 
-    def finetune(concept, prompt, a_files, b_files, steps, compare, photo, upload, state,
-                 request: gr.Request) -> Iterator[tuple]:  # fmt: skip
+    def finetune(
+        concept, prompt, a_files, b_files, steps, compare, photo, upload, state, request: gr.Request
+    ) -> Iterator[tuple]:
         session = session_of(request)
         code = None
         pairs = None
@@ -322,8 +350,15 @@ def build_app(studio: Studio) -> Any:
             raise gr.Error("Pick a catalogue concept or upload A/B pairs.")
         steps = int(steps)
         every = max(1, steps // 10)
-        run, inits = studio.start_finetune(session, concept=concept, pairs=pairs, prompt=(prompt or "").strip(),
-                                           steps=steps, eval_every=every, compare=bool(compare))  # fmt: skip
+        run, inits = studio.start_finetune(
+            session,
+            concept=concept,
+            pairs=pairs,
+            prompt=(prompt or "").strip(),
+            steps=steps,
+            eval_every=every,
+            compare=bool(compare),
+        )
         what = concept or f"{pairs} ({(prompt or '').strip()})"
         try:
             shown = -1
@@ -355,15 +390,23 @@ def build_app(studio: Studio) -> Any:
             return
         if code != 0 or not adapter.is_dir():
             frame = plot_frame(run, inits)
-            yield (frame if len(frame) else gr.skip(),
-                   f"The fine-tune failed (exit code {code}); see {run / 'log.txt'}.", gr.skip(), state)  # fmt: skip
+            yield (
+                frame if len(frame) else gr.skip(),
+                f"The fine-tune failed (exit code {code}); see {run / 'log.txt'}.",
+                gr.skip(),
+                state,
+            )
             return
         before = studio.photo(photo, upload)
         state = {**(state or {}), "adapter": str(adapter), "label": f"fine-tuned: {what}"}
         last = {i: curve_points(run / i)[-1].get("l1") for i in inits if curve_points(run / i)}
         summary = ", ".join(f"{i} {v:.4f}" for i, v in last.items() if v is not None)
-        yield (plot_frame(run, inits), f"Done: final eval L1 {summary}. Before | after below.",
-               (before, studio.apply(adapter, before)), state)  # fmt: skip
+        yield (
+            plot_frame(run, inits),
+            f"Done: final eval L1 {summary}. Before | after below.",
+            (before, studio.apply(adapter, before)),
+            state,
+        )
 
     def stop(request: gr.Request):
         return "Stopped." if studio.stop(session_of(request)) else "Nothing was running."
@@ -383,19 +426,27 @@ def build_app(studio: Studio) -> Any:
 
     with gr.Blocks(title="denoised-weights") as app:
         state = gr.State({})
-        gr.Markdown("## denoised-weights: an image translator from a prompt, in seconds\n"
-                    "Type a concept; the diffusion model generates the LoRA, applied to the photo at "
-                    "once. Fine-tune it below, then download it.")  # fmt: skip
+        gr.Markdown(
+            "## denoised-weights: an image translator from a prompt, in seconds\n"
+            "Type a concept; the diffusion model generates the LoRA, applied to the photo at "
+            "once. Fine-tune it below, then download it."
+        )
         with gr.Row():
             with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Concept prompt", value=DEFAULT_PROMPT, lines=1,
-                                    elem_id="prompt", submit_btn="Generate")  # fmt: skip
+                prompt = gr.Textbox(
+                    label="Concept prompt",
+                    value=DEFAULT_PROMPT,
+                    lines=1,
+                    elem_id="prompt",
+                    submit_btn="Generate",
+                )
                 photo = gr.Dropdown(names, value=names[0], label="Photo")
                 upload = gr.Image(type="pil", label="…or your own photo", height=160)
                 note = gr.Markdown(elem_id="note")
             with gr.Column(scale=3):
-                slider = gr.ImageSlider(type="pil", label="before | after", elem_id="preview",
-                                        height=420)  # fmt: skip
+                slider = gr.ImageSlider(
+                    type="pil", label="before | after", elem_id="preview", height=420
+                )
         with gr.Accordion("Fine-tune from the generated init", open=True), gr.Row():
             with gr.Column():
                 concept = gr.Dropdown(concepts, value=DEFAULT_CONCEPT, label="Catalogue concept")
@@ -409,10 +460,19 @@ def build_app(studio: Studio) -> Any:
                     start = gr.Button("Fine-tune", variant="primary")
                     halt = gr.Button("Stop")
             with gr.Column():
-                plot = gr.LinePlot(x="step", y="l1", color="init", title="eval L1 (lower is better)",
-                                   x_title="step", y_title="L1", height=300, elem_id="curve")  # fmt: skip
-                ft_note = gr.Markdown("Pick a concept (or upload pairs), then Fine-tune.",
-                                      elem_id="ft-note")  # fmt: skip
+                plot = gr.LinePlot(
+                    x="step",
+                    y="l1",
+                    color="init",
+                    title="eval L1 (lower is better)",
+                    x_title="step",
+                    y_title="L1",
+                    height=300,
+                    elem_id="curve",
+                )
+                ft_note = gr.Markdown(
+                    "Pick a concept (or upload pairs), then Fine-tune.", elem_id="ft-note"
+                )
         with gr.Row():
             dl_adapter = gr.Button("Adapter (.zip)")
             dl_st = gr.Button("Merged .safetensors")
@@ -426,9 +486,13 @@ def build_app(studio: Studio) -> Any:
         photo.change(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         upload.upload(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         app.load(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
-        job = start.click(finetune, [concept, ft_prompt, a_files, b_files, steps, compare, photo,
-                                     upload, state], [plot, ft_note, slider, state],
-                          api_name="finetune", concurrency_limit=4)  # fmt: skip
+        job = start.click(
+            finetune,
+            [concept, ft_prompt, a_files, b_files, steps, compare, photo, upload, state],
+            [plot, ft_note, slider, state],
+            api_name="finetune",
+            concurrency_limit=4,
+        )
         halt.click(stop, None, ft_note, cancels=[job], api_name="stop")
         for button, fmt in ((dl_adapter, "adapter"), (dl_st, "safetensors"), (dl_onnx, "onnx")):
             button.click(
@@ -447,24 +511,38 @@ def _bind(fn: Callable, fmt: str) -> Callable:
 
 
 def serve(
-    *, host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None = None,
-    base: str | Path | None = None, generator: str | Path | None = None,
-    photos: str | Path | None = None, preset: str | None = None, registries: Any = None,
-    echo: Callable[[str], None] = print, block: bool = True,
-) -> tuple[Any, Studio]:  # fmt: skip
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    workdir: str | Path | None = None,
+    base: str | Path | None = None,
+    generator: str | Path | None = None,
+    photos: str | Path | None = None,
+    preset: str | None = None,
+    registries: Any = None,
+    echo: Callable[[str], None] = print,
+    block: bool = True,
+) -> tuple[Any, Studio]:
     """Build and launch the app; blocks until interrupted unless ``block`` is False
     (then returns ``(app, studio)``; close both when done)."""
     import torch
 
     _need_gradio()
     torch.set_num_threads(1)
-    studio = Studio(workdir, base=base, generator=generator, photos=photos, preset=preset,
-                    registries=registries)  # fmt: skip
+    studio = Studio(
+        workdir, base=base, generator=generator, photos=photos, preset=preset, registries=registries
+    )
     app = build_app(studio)
     app.queue(default_concurrency_limit=2)
     try:
-        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                   show_error=True, allowed_paths=[str(studio.workdir)])  # fmt: skip
+        app.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=True,
+            allowed_paths=[str(studio.workdir)],
+        )
     except OSError as exc:
         studio.close()
         raise DnwError(f"cannot listen on {host}:{port} ({exc}); choose another --port") from None

@@ -12,8 +12,14 @@ from denoised_weights.core.errors import DnwError
 
 #: factory arguments and the options that give them (``dnw pairs``; base and collect fill
 #: concept, prompt, photos and size themselves)
-SOURCE_ARGUMENTS = {"concept": "--concept", "prompt": "--prompt", "model_dir": "--model",
-                    "photos_dir": "--photos", "size": "--size", "device": "--device"}  # fmt: skip
+SOURCE_ARGUMENTS = {
+    "concept": "--concept",
+    "prompt": "--prompt",
+    "model_dir": "--model",
+    "photos_dir": "--photos",
+    "size": "--size",
+    "device": "--device",
+}
 DEFAULT_SOURCE = "catalogue"
 
 
@@ -49,14 +55,23 @@ def source_arguments(
         if key in accepted or takes_any:
             kwargs[key] = value
         elif key != "size":  # every source is asked for the size it has; the rest must fit
-            raise DnwError(f"--source {name} takes no {SOURCE_ARGUMENTS.get(key, key)}; leave it "
-                           f"out (it takes: {_describe(params)})")  # fmt: skip
+            raise DnwError(
+                f"--source {name} takes no {SOURCE_ARGUMENTS.get(key, key)}; leave it "
+                f"out (it takes: {_describe(params)})"
+            )
     for key, value in extra.items():
         if key not in accepted and not takes_any:
-            raise DnwError(f"--source {name} has no option {key!r} (-S); it takes: {_describe(params)}")  # fmt: skip
+            raise DnwError(
+                f"--source {name} has no option {key!r} (-S); it takes: {_describe(params)}"
+            )
         kwargs[key] = value
-    missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs
-               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+    missing = [
+        k
+        for k, p in params.items()
+        if p.default is p.empty
+        and k not in kwargs
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     if missing:
         how = ", ".join(SOURCE_ARGUMENTS.get(k, f"-S {k}=VALUE") for k in missing)
         raise DnwError(f"--source {name} needs {how}")
@@ -77,6 +92,9 @@ def make_pair_source(
 
 
 def _describe(params: Any) -> str:
-    names = [SOURCE_ARGUMENTS.get(k, f"-S {k}=...") for k, p in params.items()
-             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # fmt: skip
+    names = [
+        SOURCE_ARGUMENTS.get(k, f"-S {k}=...")
+        for k, p in params.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     return ", ".join(names) or "nothing"

@@ -41,37 +41,88 @@ from denoised_weights.plugins.image_translation.edits import PRIMITIVES
 PRESETS = {
     # the whole pipeline at toy size: minutes, for tests and CI
     "smoke": TaskPreset(
-        arch="tiny", base={"steps": 120},
-        collect={"concepts": 6, "checkpoints": 2, "max_steps": 40, "eval_every": 20, "interval": 10,
-                 "n_train": 32, "n_eval": 16},
+        arch="tiny",
+        base={"steps": 120},
+        collect={
+            "concepts": 6,
+            "checkpoints": 2,
+            "max_steps": 40,
+            "eval_every": 20,
+            "interval": 10,
+            "n_train": 32,
+            "n_eval": 16,
+        },
         fit={"max_steps": 200, "batch_size": 64, "val_every": 100},
-        concepts=2, seeds=1, max_steps=40, eval_every=20, n_train=32, n_eval=16, metrics=("l1",),
-        snapshot_at=(0, 20), step0_all=False,
+        concepts=2,
+        seeds=1,
+        max_steps=40,
+        eval_every=20,
+        n_train=32,
+        n_eval=16,
+        metrics=("l1",),
+        snapshot_at=(0, 20),
+        step0_all=False,
     ),
     # dnw demo --from-scratch: the whole pipeline in minutes on a 2-core CPU (a weak generator)
     "demo": TaskPreset(
-        arch="small", base={"steps": 1500},
-        collect={"concepts": 16, "checkpoints": 2, "max_steps": 100, "eval_every": 25, "interval": 20},
-        fit={"max_minutes": 3.0}, concepts=1, seeds=1, max_steps=150, eval_every=50,
-        metrics=("l1", "psnr", "ssim"), snapshot_at=(0, 20, 100), step0_all=False,
+        arch="small",
+        base={"steps": 1500},
+        collect={
+            "concepts": 16,
+            "checkpoints": 2,
+            "max_steps": 100,
+            "eval_every": 25,
+            "interval": 20,
+        },
+        fit={"max_minutes": 3.0},
+        concepts=1,
+        seeds=1,
+        max_steps=150,
+        eval_every=50,
+        metrics=("l1", "psnr", "ssim"),
+        snapshot_at=(0, 20, 100),
+        step0_all=False,
     ),
     # the README's table on a 2-core CPU: every single-edit training concept (191), 80 steps,
     # then 3 checkpoints; fit's small default length (7,500 steps) with clean-sample prediction
     "small": TaskPreset(
-        arch="small", base={"steps": 2500},
-        collect={"concepts": None, "max_parts": 1, "checkpoints": 3, "max_steps": 80,
-                 "eval_every": 20, "interval": 10},
-        fit={"prediction_type": "sample"}, concepts=8, seeds=2, max_steps=400, eval_every=50,
+        arch="small",
+        base={"steps": 2500},
+        collect={
+            "concepts": None,
+            "max_parts": 1,
+            "checkpoints": 3,
+            "max_steps": 80,
+            "eval_every": 20,
+            "interval": 10,
+        },
+        fit={"prediction_type": "sample"},
+        concepts=8,
+        seeds=2,
+        max_steps=400,
+        eval_every=50,
         metrics=("l1", "psnr", "ssim"),
     ),
     # the paper's scale, for a GPU
     "paper": TaskPreset(
-        arch="paper", base={"steps": 20000},
-        collect={"concepts": None, "checkpoints": 5, "max_steps": 1500, "eval_every": 100, "interval": 50},
-        fit={"max_steps": 100000}, concepts=16, seeds=3, max_steps=2000, eval_every=100,
-        metrics=("l1", "psnr", "ssim", "lpips", "fid"), snapshot_at=(0, 100, 500),
+        arch="paper",
+        base={"steps": 20000},
+        collect={
+            "concepts": None,
+            "checkpoints": 5,
+            "max_steps": 1500,
+            "eval_every": 100,
+            "interval": 50,
+        },
+        fit={"max_steps": 100000},
+        concepts=16,
+        seeds=3,
+        max_steps=2000,
+        eval_every=100,
+        metrics=("l1", "psnr", "ssim", "lpips", "fid"),
+        snapshot_at=(0, 100, 500),
     ),
-}  # fmt: skip
+}
 
 
 def to_core(c: catalogue.Concept, exclude: frozenset[str] = frozenset()) -> Concept:
@@ -81,8 +132,14 @@ def to_core(c: catalogue.Concept, exclude: frozenset[str] = frozenset()) -> Conc
     split, holdout = c.split, c.holdout
     if exclude & set(c.primitives):
         split, holdout = catalogue.HELD_OUT, catalogue.FAMILY
-    return Concept(id=c.id, prompts=c.prompts, split=split, family="+".join(c.primitives),
-                   params=params, holdout=holdout)  # fmt: skip
+    return Concept(
+        id=c.id,
+        prompts=c.prompts,
+        split=split,
+        family="+".join(c.primitives),
+        params=params,
+        holdout=holdout,
+    )
 
 
 def parse_families(names: str | Iterable[str] | None) -> frozenset[str]:
@@ -109,7 +166,9 @@ def _source_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             options = None
         if not isinstance(options, dict):
-            raise DnwError('source_options: give a JSON object, e.g. -T source_options=\'{"steps": 20}\', or use -S KEY=VALUE')  # fmt: skip
+            raise DnwError(
+                "source_options: give a JSON object, e.g. -T source_options='{\"steps\": 20}', or use -S KEY=VALUE"
+            )
     return dict(options or {})
 
 
@@ -161,8 +220,12 @@ class ImageTranslationTask(Task):
         """The pair source that makes ``concept``'s pairs at ``size`` (``source`` option)."""
         from denoised_weights.plugins.image_translation.sources import make_pair_source
 
-        implicit = {"concept": concept.id, "prompt": concept.prompt, "size": size,
-                    "photos_dir": self.photos_dir}  # fmt: skip
+        implicit = {
+            "concept": concept.id,
+            "prompt": concept.prompt,
+            "size": size,
+            "photos_dir": self.photos_dir,
+        }
         given = {"model_dir": self.model_dir}
         return make_pair_source(self.source, given, self.source_options, implicit=implicit)[0]
 

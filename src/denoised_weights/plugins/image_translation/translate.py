@@ -228,8 +228,13 @@ def _architecture_for(base: Path, adapter_info: dict[str, Any], registries: Regi
     info = base_info(base)
     config = dict(info["config"])
     spec = adapter_info.get("lora_spec") or {}
-    lora_keys = {"rank": "rank", "alpha": "alpha", "train_norms": "train_norms",
-                 "init_seed": "lora_seed", "shared_a": "shared_a"}  # fmt: skip
+    lora_keys = {
+        "rank": "rank",
+        "alpha": "alpha",
+        "train_norms": "train_norms",
+        "init_seed": "lora_seed",
+        "shared_a": "shared_a",
+    }
     for key, name in lora_keys.items():
         if key in spec and (name in config or spec[key] is True):
             config[name] = spec[key]
@@ -286,8 +291,13 @@ def load_translator(
     else:
         model = apply_lora(model, arch.lora_spec())
         load_lora_state(model, state)
-    info = {"base": str(base_dir), "adapter": str(adapter_dir), "prompt": meta.get("prompt"),
-            "fingerprint": meta.get("fingerprint"), "merged": merge}  # fmt: skip
+    info = {
+        "base": str(base_dir),
+        "adapter": str(adapter_dir),
+        "prompt": meta.get("prompt"),
+        "fingerprint": meta.get("fingerprint"),
+        "merged": merge,
+    }
     return Translator(t, arch, model, options, info)
 
 
@@ -403,19 +413,35 @@ def translate(
         raise DnwError(
             "nothing to translate: " + "; ".join(plan.missing) + " (give image files or folders)"
         )
-    settings = {"inputs": [str(Path(p).resolve()) for p in paths],
-                "base": str(Path(base).resolve()) if base else None,
-                "adapter": str(Path(adapter).resolve()) if adapter else None, "prompt": prompt,
-                "generator": str(generator) if generator else None, "seed": seed,
-                **opts.to_dict()}  # fmt: skip
-    claim_output(out, "translate", settings, overwrite=overwrite,
-                 owned=_owned(plan, prompt is not None), seed=seed)  # fmt: skip
+    settings = {
+        "inputs": [str(Path(p).resolve()) for p in paths],
+        "base": str(Path(base).resolve()) if base else None,
+        "adapter": str(Path(adapter).resolve()) if adapter else None,
+        "prompt": prompt,
+        "generator": str(generator) if generator else None,
+        "seed": seed,
+        **opts.to_dict(),
+    }
+    claim_output(
+        out,
+        "translate",
+        settings,
+        overwrite=overwrite,
+        owned=_owned(plan, prompt is not None),
+        seed=seed,
+    )
     if prompt is not None:
         from denoised_weights.api import generate
 
         if not (out / ADAPTER_DIR / "adapter_model.safetensors").is_file():
-            generate(prompt, out / ADAPTER_DIR, generator=generator, seed=seed,
-                     overwrite=True, registries=registries)  # fmt: skip
+            generate(
+                prompt,
+                out / ADAPTER_DIR,
+                generator=generator,
+                seed=seed,
+                overwrite=True,
+                registries=registries,
+            )
         adapter = out / ADAPTER_DIR
     translator = load_translator(base, adapter, options=opts, device=device, registries=registries)
     say = echo or (lambda line: tqdm.write(line))
@@ -439,15 +465,30 @@ def translate(
             continue
         result, how = translator.translate_image(image)
         save_png(target, result)
-        done.append({"input": str(src), "output": str(target), "size": list(image.size),
-                     "mode": image.mode, "format": image.format, "how": how,
-                     "seconds": round(time.perf_counter() - t1, 4)})  # fmt: skip
+        done.append(
+            {
+                "input": str(src),
+                "output": str(target),
+                "size": list(image.size),
+                "mode": image.mode,
+                "format": image.format,
+                "how": how,
+                "seconds": round(time.perf_counter() - t1, 4),
+            }
+        )
     bar.close()
-    summary = {"translated": len(done), "skipped": skipped, "total": len(done) + len(skipped),
-               "seconds": round(time.perf_counter() - t0, 3), "out": str(out),
-               "base": translator.info["base"], "adapter": translator.info["adapter"],
-               "prompt": prompt or translator.info.get("prompt"), **opts.to_dict(),
-               "images": done}  # fmt: skip
+    summary = {
+        "translated": len(done),
+        "skipped": skipped,
+        "total": len(done) + len(skipped),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "out": str(out),
+        "base": translator.info["base"],
+        "adapter": translator.info["adapter"],
+        "prompt": prompt or translator.info.get("prompt"),
+        **opts.to_dict(),
+        "images": done,
+    }
     write_json(out / REPORT, summary)
     return summary
 

@@ -17,11 +17,21 @@ SCALE_TRAIN, SCALE_HELD = (0.5, 0.75, 1.5, 2.0), (1.25,)
 
 def _concept(family: str, value: float, split: str) -> Concept:
     if family == "rotate":
-        prompts = (f"rotate the plane by {value:g} degrees", f"points turned {value:g} degrees", f"a {value:g} degree rotation")  # fmt: skip
+        prompts = (
+            f"rotate the plane by {value:g} degrees",
+            f"points turned {value:g} degrees",
+            f"a {value:g} degree rotation",
+        )
     else:
-        prompts = (f"scale the plane by {value:g}", f"points stretched {value:g} times", f"a zoom of {value:g}")  # fmt: skip
+        prompts = (
+            f"scale the plane by {value:g}",
+            f"points stretched {value:g} times",
+            f"a zoom of {value:g}",
+        )
     holdout = "interpolation" if split == "held-out" else ""
-    return Concept(f"{family}-{value:g}", prompts, split, family, ((f"{family}.value", float(value)),), holdout)  # fmt: skip
+    return Concept(
+        f"{family}-{value:g}", prompts, split, family, ((f"{family}.value", float(value)),), holdout
+    )
 
 
 CONCEPTS = (
