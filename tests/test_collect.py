@@ -123,7 +123,8 @@ def test_verify_catches_a_corrupt_shard(tmp_path, tiny_base):
     result = cli("dataset", "verify", tmp_path / "ds")
     assert result.returncode == 1 and "does not match its checksum" in result.stdout
     assert result.stderr.strip().splitlines() == [
-        f"Error: {tmp_path / 'ds'}: 1 problem(s) found; rerun 'dnw collect' on it to collect those concepts again"
+        f"Error: {tmp_path / 'ds'}: 1 problem(s) found; rerun "
+        "'dnw collect' on it to collect those concepts again"
     ]
 
 

@@ -158,7 +158,8 @@ def test_page_in_chromium(tmp_path):
         srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
         prompt = "a pencil sketch with medium 2-pixel strokes"
         browser.js(
-            "(() => { const t = document.querySelector('#prompt textarea'); t.focus(); t.select(); return true; })()"
+            "(() => { const t = document.querySelector('#prompt "
+            "textarea'); t.focus(); t.select(); return true; })()"
         )
         browser.type_text(prompt)
         browser.press_enter()
@@ -166,34 +167,40 @@ def test_page_in_chromium(tmp_path):
             f"document.querySelector('#note').innerText.includes({prompt!r})", timeout=120
         )
         browser.wait_for(
-            f"{first} && [...document.querySelectorAll('#preview img')].map(i => i.src).join() !== {','.join(srcs)!r}",
+            f"{first} && [...document.querySelectorAll('#preview "
+            f"img')].map(i => i.src).join() !== {','.join(srcs)!r}",
             timeout=60,
         )
         time.sleep(1.0)  # let the slider settle
         png = browser.screenshot()
         box = browser.js(
-            "(() => { const r = document.querySelector('#preview').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()"
+            "(() => { const r = document.querySelector('#preview').getBoundingClientRect(); "
+            "return [r.left, r.top, r.right, r.bottom, window.devicePixelRatio]; })()"
         )
         new_srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")
         # a fine-tune of 50 steps from the page: its curve shows while it runs
         browser.js(
-            "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Fine-tune').click()"
+            "[...document.querySelectorAll('button')].find(b "
+            "=> b.innerText.trim() === 'Fine-tune').click()"
         )
         t2 = time.perf_counter()
         browser.wait_for(
-            r"/generated: step [1-9][0-9]*\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
+            r"/generated: step "
+            r"[1-9][0-9]*\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
             timeout=180,
         )
         first_points = time.perf_counter() - t2
         browser.wait_for(
-            r"/generated: step ([2-9][0-9])\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
+            r"/generated: step "
+            r"([2-9][0-9])\/50/.test(document.querySelector('#ft-note')?.innerText || '')",
             timeout=180,
         )
         time.sleep(1.0)
         running_png = browser.screenshot()
         running_note = browser.js("document.querySelector('#ft-note').innerText")
         browser.js(
-            "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Stop').click()"
+            "[...document.querySelectorAll('button')].find(b "
+            "=> b.innerText.trim() === 'Stop').click()"
         )
         import urllib.request
 

@@ -114,7 +114,8 @@ def main() -> None:
         opt.step()
         if step % 1000 == 0:
             print(
-                f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, held out {cosine(d.held):.3f} ({time.perf_counter() - t0:.0f} s)",
+                f"step {step}: loss {loss.item():.4f}, cosine fitted {cosine(fitted):.3f}, "
+                f"held out {cosine(d.held):.3f} ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
 

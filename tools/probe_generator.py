@@ -61,7 +61,8 @@ def main() -> None:
     for a, b in NEIGHBOURS + UNRELATED:
         if {a, b} <= have:
             print(
-                f"   {a} vs {b}: {cos(space(ds.load_concept(a)[-1]), space(ds.load_concept(b)[-1]))}"
+                f"   {a} vs {b}: "
+                f"{cos(space(ds.load_concept(a)[-1]), space(ds.load_concept(b)[-1]))}"
             )
 
     print("3. the text encoder: pooled cos")
@@ -70,7 +71,8 @@ def main() -> None:
         if {a, b} <= have:
             pa, pb = enc.pooled(prompts[a]), enc.pooled(prompts[b])
             print(
-                f"   {a}: paraphrase 0 vs 1 {cos(pa[0], pa[1])}; {a} vs {b}, same template {cos(pa[0], pb[0])}"
+                f"   {a}: paraphrase 0 vs 1 {cos(pa[0], pa[1])}; "
+                f"{a} vs {b}, same template {cos(pa[0], pb[0])}"
             )
 
     deviations = torch.stack([space(s) for _, s in ds.iter_states()])

@@ -138,7 +138,8 @@ def main() -> None:
                 for ref in ("nearest", "mean")
             ]
             print(
-                f"| {name} | {statistics.median(l1):.4f} | {wins[0]}/{len(ids)} | {wins[1]}/{len(ids)} |"
+                f"| {name} | {statistics.median(l1):.4f} | "
+                f"{wins[0]}/{len(ids)} | {wins[1]}/{len(ids)} |"
             )
 
 

@@ -173,7 +173,8 @@ class LayerwiseBlocker(WeightBlocker):
                 value = state[key].detach().to("cpu", torch.float32).reshape(-1)
                 if value.numel() != math.prod(t["shape"]):
                     raise DnwError(
-                        f"LoRA tensor {key!r} has {value.numel()} values, layout expects {t['shape']}"
+                        f"LoRA tensor {key!r} has {value.numel()} "
+                        f"values, layout expects {t['shape']}"
                     )
                 flat[pos : pos + value.numel()] = value / self._scale(group, key)
                 pos += value.numel()

@@ -158,7 +158,8 @@ def add_commands(cli: click.Group, registries: Registries | None = None) -> None
 
 def _print_info(data: dict[str, Any]) -> None:
     click.echo(
-        f"{data['architecture']} (preset {data['preset'] or 'default'}), fingerprint {data['fingerprint']}"
+        f"{data['architecture']} (preset {data['preset'] or 'default'}), "
+        f"fingerprint {data['fingerprint']}"
     )
     click.echo(f"{'layer':<28} {'type':<8} {'weight':<18} lora params")
     for layer in data["layers"]:
@@ -167,6 +168,7 @@ def _print_info(data: dict[str, Any]) -> None:
     aux = ", ".join(f"{k} {v:,}" for k, v in data["auxiliary_params"].items())
     click.echo(
         f"generator params {data['generator_params']:,}; {aux}; LoRA rank {data['rank']}: "
-        f"{data['lora_params']:,} params in {data['lora_layers']} layers = {data['n_blocks']} blocks "
+        f"{data['lora_params']:,} params in {data['lora_layers']} "
+        f"layers = {data['n_blocks']} blocks "
         f"of {data['block_size']} ({data['padding']} padding)"
     )

@@ -78,7 +78,10 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
     "--pairs",
     type=click.Path(path_type=Path),
     default=None,
-    help="Examples of the new concept (image translation: a pix2pix folder) for a generator that reads examples.",
+    help=(
+        "Examples of the new concept (image translation: a "
+        "pix2pix folder) for a generator that reads examples."
+    ),
 )
 @click.option(
     "--out",
@@ -190,7 +193,8 @@ def generate(
         echo_json(result)
     else:
         click.echo(
-            f"adapter for {short(prompt)} in {out} ({result['n_blocks']} blocks, {result['generation_seconds']:.3f} s)"
+            f"adapter for {short(prompt)} in {out} ({result['n_blocks']} "
+            f"blocks, {result['generation_seconds']:.3f} s)"
         )
 
 

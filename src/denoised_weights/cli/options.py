@@ -151,7 +151,10 @@ def common(f: Callable) -> Callable:
     f = click.option(
         "--overwrite",
         is_flag=True,
-        help="Write into an existing output folder (replaces only what this command wrote there before).",
+        help=(
+            "Write into an existing output folder (replaces "
+            "only what this command wrote there before)."
+        ),
     )(f)
     return click.option(
         "--device",

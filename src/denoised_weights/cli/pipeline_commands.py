@@ -194,7 +194,8 @@ def dataset_verify(path: Path) -> None:
         for p in problems[:20]:
             click.echo(p)
         raise DnwError(
-            f"{path}: {len(problems)} problem(s) found; rerun 'dnw collect' on it to collect those concepts again"
+            f"{path}: {len(problems)} problem(s) found; rerun "
+            "'dnw collect' on it to collect those concepts again"
         )
     click.echo(f"ok: {len(ds.concepts)} concepts, {len(ds.entries)} entries")
 
@@ -349,7 +350,10 @@ def compare(
 @click.option(
     "--step0-only",
     is_flag=True,
-    help="Only the step-0 table: every init on every held-out concept (or --concepts), no fine-tuning.",
+    help=(
+        "Only the step-0 table: every init on every "
+        "held-out concept (or --concepts), no fine-tuning."
+    ),
 )
 @common
 @click.pass_context
@@ -485,7 +489,8 @@ def demo(
     )
     click.echo(headline_table(results))
     click.echo(
-        f"report: {workdir / 'report.md'}; plots: {workdir / 'plots'}; pictures: {workdir / 'grids'}"
+        f"report: {workdir / 'report.md'}; plots: "
+        f"{workdir / 'plots'}; pictures: {workdir / 'grids'}"
     )
 
 
@@ -506,7 +511,10 @@ def demo(
     "-o",
     required=True,
     type=OUT,
-    help="Pack folder (never inside the installed package; 'make pack' copies a pack into the source tree).",
+    help=(
+        "Pack folder (never inside the installed package; "
+        "'make pack' copies a pack into the source tree)."
+    ),
 )
 @click.option(
     "--overwrite",

@@ -33,7 +33,8 @@ class JsonConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise DnwError(
-                f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+                f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(names))}"
             )
         return cls(**data)
 
@@ -150,5 +151,6 @@ def check_fields(config: Any) -> None:
         if not inside:
             kind = "an integer" if integer else "a finite number"
             raise DnwError(
-                f"{option_name(f)} must be {kind} {describe_range(low, high, open_low)}, got {value!r}"
+                f"{option_name(f)} must be {kind} "
+                f"{describe_range(low, high, open_low)}, got {value!r}"
             )

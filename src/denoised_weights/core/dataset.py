@@ -82,7 +82,8 @@ class WeightDataset:
         self.path = Path(path)
         if not (self.path / DATASET_CONFIG).is_file():
             raise DnwError(
-                f"{self.path}: not a weight dataset (no {DATASET_CONFIG}); make one with 'dnw collect'"
+                f"{self.path}: not a weight dataset (no "
+                f"{DATASET_CONFIG}); make one with 'dnw collect'"
             )
         self.config: dict[str, Any] = read_json_object(
             self.path / DATASET_CONFIG,

@@ -510,7 +510,8 @@ class Task(ABC):
         translation: L1 to the targets; a classifier: cross-entropy). Training a generator on
         what its weights do (``dnw fit --objective task``) backpropagates through it."""
         raise DnwError(
-            f"task {self.name!r} defines no differentiable loss (Task.loss); use --objective weights"
+            f"task {self.name!r} defines no differentiable "
+            "loss (Task.loss); use --objective weights"
         )
 
     def postprocess(self, output: torch.Tensor) -> torch.Tensor:

@@ -212,12 +212,14 @@ def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     if missing or unexpected:
         raise DnwError(
             "LoRA state does not fit this network "
-            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})"
+            f"(missing: {', '.join(missing[:3]) or 'none'}; "
+            f"unexpected: {', '.join(unexpected[:3]) or 'none'})"
         )
     for key, value in state.items():
         if tuple(value.shape) != tuple(current[key].shape):
             raise DnwError(
-                f"LoRA tensor {key} has shape {tuple(value.shape)}, network expects {tuple(current[key].shape)}"
+                f"LoRA tensor {key} has shape {tuple(value.shape)}, "
+                f"network expects {tuple(current[key].shape)}"
             )
     from peft import set_peft_model_state_dict
 
@@ -279,7 +281,8 @@ def load_adapter(
     found = meta.get("dnw_fingerprint") or info.get("fingerprint")
     if expected_fingerprint and found and found != expected_fingerprint:
         raise FingerprintMismatchError(
-            f"{path}: adapter was made for fingerprint {found}, this network is {expected_fingerprint} "
+            f"{path}: adapter was made for fingerprint "
+            f"{found}, this network is {expected_fingerprint} "
             "(another architecture, preset, rank or block layout); use an adapter made for it"
         )
     info["fingerprint"] = found

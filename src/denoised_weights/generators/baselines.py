@@ -130,7 +130,8 @@ class NearestExamplesInit(_DatasetInit):
         self.path = self.generator.path
         if not self.generator.reads_examples:
             raise DnwError(
-                f"--init nearest-examples needs a generator that reads examples (dnw fit --conditioning examples); {path} reads prompts only"
+                "--init nearest-examples needs a generator that reads examples "
+                f"(dnw fit --conditioning examples); {path} reads prompts only"
             )
         self._bank: tuple[torch.Tensor, list[str]] | None = None
 
@@ -165,7 +166,8 @@ class NearestExamplesInit(_DatasetInit):
 
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
         raise DnwError(
-            "--init nearest-examples retrieves by the new concept's examples: fine-tune on data (--pairs DIR or --concept)"
+            "--init nearest-examples retrieves by the new concept's "
+            "examples: fine-tune on data (--pairs DIR or --concept)"
         )
 
     def initialise(
@@ -382,7 +384,8 @@ class _OracleInit(_DatasetInit):
 
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
         raise DnwError(
-            f"{type(self).__name__} is an oracle: it needs the task to know the concept; use it through finetune, compare or the benchmark"
+            f"{type(self).__name__} is an oracle: it needs the task to know "
+            "the concept; use it through finetune, compare or the benchmark"
         )
 
 

@@ -162,7 +162,8 @@ def load_conditioner(folder: Path, text_encoder: Any, registries: Any = None) ->
             encoder.load_state_dict(weights)
         except RuntimeError as exc:
             raise DnwError(
-                f"{folder / WEIGHTS} does not fit example encoder {cfg['example_encoder']!r} ({str(exc).splitlines()[0]})"
+                f"{folder / WEIGHTS} does not fit example encoder "
+                f"{cfg['example_encoder']!r} ({str(exc).splitlines()[0]})"
             ) from None
         encoder.eval()
     return Conditioner(

@@ -154,14 +154,16 @@ class DiffusionGenerator(WeightGenerator):
         self.path = Path(path)
         if not (self.path / GENERATOR_CONFIG).is_file():
             raise DnwError(
-                f"{self.path}: not a generator folder (no {GENERATOR_CONFIG}); make one with 'dnw fit'"
+                f"{self.path}: not a generator folder (no "
+                f"{GENERATOR_CONFIG}); make one with 'dnw fit'"
             )
         where = self.path / GENERATOR_CONFIG
         self.info = read_json_object(where, "generator description", GENERATOR_KEYS)
         kind = self.info["prediction_type"]
         if kind not in PREDICTIONS:
             raise DnwError(
-                f"{where}: unknown prediction_type {kind!r} ({', '.join(PREDICTIONS)}); the file is damaged"
+                f"{where}: unknown prediction_type {kind!r} "
+                f"({', '.join(PREDICTIONS)}); the file is damaged"
             )
         t = self.info.get("default_timestep", DEFAULT_TIMESTEP[kind])
         if not isinstance(t, int) or not 0 <= t < 1000:
@@ -173,7 +175,8 @@ class DiffusionGenerator(WeightGenerator):
         weights = self.path / "model" / "diffusion_pytorch_model.safetensors"
         if not weights.is_file():
             raise DnwError(
-                f"{weights.parent}: no diffusion_pytorch_model.safetensors (only safetensors weights are loaded); the generator is damaged"
+                f"{weights.parent}: no diffusion_pytorch_model.safetensors (only "
+                "safetensors weights are loaded); the generator is damaged"
             )
         try:
             self.model = WeightUNet1D.from_pretrained(
@@ -182,7 +185,8 @@ class DiffusionGenerator(WeightGenerator):
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DnwError(
-                f"{self.path / 'model'}: the generator's network does not load ({reason[:200]}); the folder is damaged"
+                f"{self.path / 'model'}: the generator's network does "
+                f"not load ({reason[:200]}); the folder is damaged"
             ) from None
         self.model.requires_grad_(False)
         self.scheduler = _scheduler(kind)
@@ -198,7 +202,8 @@ class DiffusionGenerator(WeightGenerator):
         needed = ("mean", "scale") if centred else ("mean",)
         if any(k not in stats or tuple(stats[k].shape) != shape for k in needed):
             raise DnwError(
-                f"{self.path / 'mean_blocks.safetensors'} does not fit the blocker layout; the generator is damaged"
+                f"{self.path / 'mean_blocks.safetensors'} does not "
+                "fit the blocker layout; the generator is damaged"
             )
         self.mean_blocks = stats["mean"]
         fixed = self.path / "fixed.safetensors"  # shared down-projections, the same for all
@@ -231,7 +236,8 @@ class DiffusionGenerator(WeightGenerator):
         if lora_fingerprint(arch) != self.lora_fingerprint:
             raise FingerprintMismatchError(
                 f"{self.path}: this generator was fitted for {self.info['architecture']} preset "
-                f"{self.info.get('preset')} (fingerprint {self.lora_fingerprint}), not for the given network "
+                f"{self.info.get('preset')} (fingerprint "
+                f"{self.lora_fingerprint}), not for the given network "
                 f"({arch.name} {arch.config}); use a generator fitted on its dataset"
             )
 
@@ -345,7 +351,8 @@ class DiffusionGenerator(WeightGenerator):
         if self.reads_examples and not data:
             if self.conditioner.mode == "examples":
                 raise DnwError(
-                    f"{self.path}: this generator reads the new concept's examples; fine-tune on data (--pairs DIR or --concept)"
+                    f"{self.path}: this generator reads the new concept's "
+                    "examples; fine-tune on data (--pairs DIR or --concept)"
                 )
             warnings.warn(
                 "no examples of the new concept: the generator reads the prompt alone", stacklevel=2

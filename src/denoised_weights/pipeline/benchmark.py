@@ -197,7 +197,8 @@ def run_benchmark(
     if unknown or not (lora_inits if spec.step0_only else "scratch" in spec.inits):
         need = "a LoRA init" if spec.step0_only else "scratch (its final value is the target)"
         raise DnwError(
-            f"--inits must include {need} and be among {', '.join(sorted(known))}; got {', '.join(spec.inits)}"
+            f"--inits must include {need} and be among "
+            f"{', '.join(sorted(known))}; got {', '.join(spec.inits)}"
         )
     concept_ids = (
         check_concepts(task, spec.concepts)

@@ -452,7 +452,8 @@ def collect(
         redone = repair(out)
         if redone and echo:
             echo(
-                f"{len(redone)} damaged or incomplete concept(s) set aside (*.damaged) and collected again"
+                f"{len(redone)} damaged or incomplete concept(s) "
+                "set aside (*.damaged) and collected again"
             )
     mine = ids[shard[0] :: shard[1]][rank::world]
     threads = threads_per_worker(workers, world)
@@ -487,7 +488,8 @@ def collect(
         dist.destroy_process_group()
     if skipped and echo:
         echo(
-            f"{len(skipped)} concept(s) were being collected by another process; rerun later to check"
+            f"{len(skipped)} concept(s) were being collected "
+            "by another process; rerun later to check"
         )
     dataset = WeightDataset(out)
     if rank == 0:
@@ -511,14 +513,17 @@ def write_card(dataset: WeightDataset) -> Path:
     ]
     conv = [e["converged_step"] for e in dataset.entries if e.get("checkpoint") == 0]
     lines = [
-        f"# Weight dataset ({cfg.get('task', 'image-translation')}: {cfg.get('architecture')}, preset {cfg.get('preset')})",
+        f"# Weight dataset ({cfg.get('task', 'image-translation')}: "
+        f"{cfg.get('architecture')}, preset {cfg.get('preset')})",
         "",
         "LoRA adapters of one base model, one per training concept, with K checkpoints each,",
         "collected by `dnw collect` (denoised-weights). Every adapter starts from the same LoRA",
         "init seed, so all of them live in one basin.",
         "",
-        f"- concepts: {info['concepts']}; entries: {info['entries']}; checkpoints per concept: {info['checkpoints_per_concept']}",
-        f"- LoRA parameters per adapter: {cfg.get('lora_params')}; fingerprint `{cfg.get('fingerprint')}`",
+        f"- concepts: {info['concepts']}; entries: {info['entries']}; "
+        f"checkpoints per concept: {info['checkpoints_per_concept']}",
+        f"- LoRA parameters per adapter: {cfg.get('lora_params')}; "
+        f"fingerprint `{cfg.get('fingerprint')}`",
         f"- size on disk: {info['size_bytes'] / 1e6:.1f} MB",
         f"- base model: `{cfg.get('base')}` (SHA-256 {str(cfg.get('base_sha256'))[:16]}...)",
         f"- options: `{cfg.get('options')}`",
@@ -527,17 +532,21 @@ def write_card(dataset: WeightDataset) -> Path:
     if values:
         values.sort()
         lines.append(
-            f"- eval {metric} at the kept checkpoints: median {values[len(values) // 2]:.4f}, min {values[0]:.4f}, max {values[-1]:.4f}"
+            f"- eval {metric} at the kept checkpoints: median "
+            f"{values[len(values) // 2]:.4f}, min {values[0]:.4f}, max {values[-1]:.4f}"
         )
     if conv:
         lines.append(
-            f"- step at which training was judged converged: median {sorted(conv)[len(conv) // 2]}, max {max(conv)}"
+            "- step at which training was judged converged: median "
+            f"{sorted(conv)[len(conv) // 2]}, max {max(conv)}"
         )
     lines += [
         "",
         "Files: `shards/<concept>.safetensors` (each LoRA tensor stacked over the K checkpoints),",
-        "`manifest/<concept>.json` (entries: concept, prompts, checkpoint, step, eval metrics, seeds,",
-        "fingerprint; plus the shard's SHA-256). Read with `denoised_weights.core.dataset.WeightDataset`.",
+        "`manifest/<concept>.json` (entries: concept, "
+        "prompts, checkpoint, step, eval metrics, seeds,",
+        "fingerprint; plus the shard's SHA-256). Read with "
+        "`denoised_weights.core.dataset.WeightDataset`.",
     ]
     path = dataset.path / "README.md"
     path.write_text("\n".join(lines) + "\n")

@@ -138,7 +138,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown table: one row per (concept, init)."""
     metric = results[0].get("metric", "l1") if results else "l1"
     lines = [
-        f"| concept | init | {metric} at step 0 | final {metric} | steps to scratch's final {metric} | seconds | speed-up (steps) | steps until it stays within 2% |",
+        f"| concept | init | {metric} at step 0 | final {metric} | steps to scratch's "
+        f"final {metric} | seconds | speed-up (steps) | steps until it stays within 2% |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -151,7 +152,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"| {res['concept']} | {init} | {row['step0']:.4f} | {row['final']:.4f} | "
                 f"{show(row['steps_to_target'])} | {'-' if secs is None else f'{secs:.1f}'} | "
-                f"{'-' if speed is None else f'{speed:.1f}x'} | {show(row.get('steps_to_target_sustained'))} |"
+                f"{'-' if speed is None else f'{speed:.1f}x'} | "
+                f"{show(row.get('steps_to_target_sustained'))} |"
             )
     return "\n".join(lines)
 

@@ -220,7 +220,8 @@ def _reference(config: FitConfig, arch: Any, registries: Any) -> Any:
         or gen.info["text_encoder"] != config.text_encoder
     ):
         raise DnwError(
-            f"--init-from {config.init_from} was fitted with --prediction {gen.info['prediction_type']} and "
+            f"--init-from {config.init_from} was fitted with "
+            f"--prediction {gen.info['prediction_type']} and "
             f"--text-encoder {gen.info['text_encoder']}; use the same"
         )
     return gen
@@ -600,7 +601,8 @@ class _History(Callback):
         if any(state.get(k, v) != v for k, v in making.items()):
             raise DnwError(
                 f"{run.ckpt_dir} is an unfinished fit with other options "
-                f"({', '.join(f'{k}={state.get(k)}' for k in making)}); rerun with those or use a new --out"
+                f"({', '.join(f'{k}={state.get(k)}' for k in making)}); "
+                "rerun with those or use a new --out"
             )
         if "lr_sched" in state:
             run.lr_sched.load_state_dict(state["lr_sched"])

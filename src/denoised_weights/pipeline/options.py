@@ -52,7 +52,10 @@ class ConceptSelection:
     )
     max_parts: int | None = field(
         None,
-        help="only concepts of at most this many parts (1: every single edit at every training value)",
+        help=(
+            "only concepts of at most this many parts (1: "
+            "every single edit at every training value)"
+        ),
         flags=("--max-parts", "--max-primitives"),
         low=1,
         high=3,
@@ -70,7 +73,10 @@ class BaseOptions(JsonConfig):
 
     steps: int | None = field(
         None,
-        help=f"training steps (default: the task's run preset for this architecture preset, else {DEFAULT_BASE_STEPS})",
+        help=(
+            "training steps (default: the task's run preset for "
+            f"this architecture preset, else {DEFAULT_BASE_STEPS})"
+        ),
         low=1,
         high=MAX_STEPS,
     )
@@ -189,7 +195,10 @@ class InitOptions:
 
     init: str = field(
         "standard",
-        help="scratch (the full network from random weights), standard (the base + LoRA with peft's init) or a registered initialiser",
+        help=(
+            "scratch (the full network from random weights), standard (the "
+            "base + LoRA with peft's init) or a registered initialiser"
+        ),
         names="generators",
         extra_names=("scratch", "standard"),
     )
@@ -198,7 +207,9 @@ class InitOptions:
     )
     generator: Path | None = field(
         None,
-        help="generator folder for the inits that read one, such as generated (default: the pack's)",
+        help=(
+            "generator folder for the inits that read one, such as generated (default: the pack's)"
+        ),
         flags=("--generator", "-g"),
         path="any",
     )
@@ -260,13 +271,19 @@ class FitConfig(JsonConfig):
     )
     noisy_share: float | None = field(
         None,
-        help="share of each batch at the noisiest 10% of timesteps (default: 0.5 for sample and v_prediction, 0 for epsilon)",
+        help=(
+            "share of each batch at the noisiest 10% of timesteps "
+            "(default: 0.5 for sample and v_prediction, 0 for epsilon)"
+        ),
         low=0,
         high=1,
     )
     lr_schedule: str = field(
         "constant",
-        help="diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: cosine decay reached a one-step cosine of 0.21 where constant reached 0.32)",
+        help=(
+            "diffusers learning-rate schedule over --max-steps (small preset, 2,000 steps: "
+            "cosine decay reached a one-step cosine of 0.21 where constant reached 0.32)"
+        ),
         choices=LR_SCHEDULES,
     )
     warmup_steps: int = field(
@@ -280,7 +297,11 @@ class FitConfig(JsonConfig):
     )
     objective: str = field(
         "weights",
-        help="what the generator learns from: weights (denoising the collected LoRAs, the paper's), task (the task's own loss of the generated LoRAs on fresh data of concepts drawn from the training ranges) or both (the sum)",
+        help=(
+            "what the generator learns from: weights (denoising the collected LoRAs, "
+            "the paper's), task (the task's own loss of the generated LoRAs on fresh "
+            "data of concepts drawn from the training ranges) or both (the sum)"
+        ),
         choices=OBJECTIVES,
     )
     base: str | None = field(
@@ -304,7 +325,10 @@ class FitConfig(JsonConfig):
     )
     init_from: str | None = field(
         None,
-        help="start from a fitted generator (its network, block layout and centring; same dataset layout), e.g. to continue on the task loss",
+        help=(
+            "start from a fitted generator (its network, block layout and "
+            "centring; same dataset layout), e.g. to continue on the task loss"
+        ),
         path="dir",
     )
     concepts: int | None = field(
@@ -315,7 +339,10 @@ class FitConfig(JsonConfig):
     )
     conditioning: str = field(
         "text",
-        help="what the generator reads about a concept: its prompt (text), a few of its examples through a trained example encoder (examples; needs --objective task), or both",
+        help=(
+            "what the generator reads about a concept: its prompt (text), a few of its examples "
+            "through a trained example encoder (examples; needs --objective task), or both"
+        ),
         choices=MODES_REF,
     )
     example_encoder: str | None = field(
@@ -323,7 +350,10 @@ class FitConfig(JsonConfig):
     )
     n_examples: int = field(
         8,
-        help="examples of each concept the generator reads (disjoint from those its loss is computed on)",
+        help=(
+            "examples of each concept the generator reads "
+            "(disjoint from those its loss is computed on)"
+        ),
         low=1,
         high=1024,
     )
@@ -350,11 +380,13 @@ class FitConfig(JsonConfig):
         check_fields(self)
         if self.conditioning != "text" and self.objective != "task":
             raise DnwError(
-                f"--conditioning {self.conditioning} trains on freshly made examples: use it with --objective task"
+                f"--conditioning {self.conditioning} trains on "
+                "freshly made examples: use it with --objective task"
             )
         if self.objective != "weights" and not self.base:
             raise DnwError(
-                f"--objective {self.objective} needs --base DIR: the base model the generated LoRAs are applied to"
+                f"--objective {self.objective} needs --base DIR: "
+                "the base model the generated LoRAs are applied to"
             )
 
     @property

@@ -111,7 +111,8 @@ def build_pack(
     )
     if size > MAX_PACK_BYTES:
         raise DnwError(
-            f"the pack would be {size / 2**20:.1f} MiB, over the {MAX_PACK_BYTES / 2**20:.0f} MiB limit; "
+            f"the pack would be {size / 2**20:.1f} MiB, over "
+            f"the {MAX_PACK_BYTES / 2**20:.0f} MiB limit; "
             "use a smaller generator preset"
         )
     settings = {

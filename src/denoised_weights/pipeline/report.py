@@ -34,7 +34,8 @@ def step0_table(step0: dict[str, Any]) -> str:
     """Markdown: each init's median step-0 value and where the generated init beats it."""
     n, metric = step0["concepts"], step0.get("metric", "l1")
     lines = [
-        f"| init | median {metric} at step 0 over {n} held-out concepts [IQR] | generated is better on |",
+        f"| init | median {metric} at step 0 over {n} "
+        "held-out concepts [IQR] | generated is better on |",
         "|---|---|---|",
     ]
     for name, v in step0["summary"].items():
@@ -51,7 +52,8 @@ def step0_split_table(step0: dict[str, Any], candidate: str = "generated") -> st
 
     metric = step0.get("metric", "l1")
     lines = [
-        f"| split | concepts | init | median {metric} at step 0 [IQR] | {candidate} better on | median advantage of {candidate} [95% CI] | Wilcoxon p |",
+        f"| split | concepts | init | median {metric} at step 0 [IQR] | {candidate} "
+        f"better on | median advantage of {candidate} [95% CI] | Wilcoxon p |",
         "|---|---|---|---|---|---|---|",
     ]
     for split, entry in (step0.get("splits") or {}).items():
@@ -65,7 +67,8 @@ def step0_split_table(step0: dict[str, Any], candidate: str = "generated") -> st
             else:
                 wins, adv, p = "-", "-", "-"
             lines.append(
-                f"| {split} | {entry['concepts']} | {name} | {_cell(stat['value'], 4)} | {wins} | {adv} | {p} |"
+                f"| {split} | {entry['concepts']} | {name} | "
+                f"{_cell(stat['value'], 4)} | {wins} | {adv} | {p} |"
             )
     return "\n".join(lines)
 
@@ -118,14 +121,19 @@ def headline_table(results: dict[str, Any]) -> str:
     """Markdown: one row per init, medians over concepts [IQR]."""
     m = _metric(results)
     lines = [
-        f"| init | reached target | steps to target | seconds to target | speed-up vs scratch (steps) | (seconds) | speed-up vs standard (steps) | (seconds) | {m} at step 0 | final {m} |",
+        "| init | reached target | steps to target | seconds to target "
+        "| speed-up vs scratch (steps) | (seconds) | speed-up vs "
+        f"standard (steps) | (seconds) | {m} at step 0 | final {m} |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for init, r in results["inits"].items():
         lines.append(
-            f"| {init} | {r['reached_fraction']:.0%} | {_cell(r['steps_to_target'], 0)} | {_cell(r['seconds_to_target'])} | "
-            f"{_cell(r['speedup_vs_scratch_steps'], 1, 'x')} | {_cell(r['speedup_vs_scratch_seconds'], 1, 'x')} | "
-            f"{_cell(r['speedup_vs_standard_steps'], 1, 'x')} | {_cell(r['speedup_vs_standard_seconds'], 1, 'x')} | "
+            f"| {init} | {r['reached_fraction']:.0%} | "
+            f"{_cell(r['steps_to_target'], 0)} | {_cell(r['seconds_to_target'])} | "
+            f"{_cell(r['speedup_vs_scratch_steps'], 1, 'x')} | "
+            f"{_cell(r['speedup_vs_scratch_seconds'], 1, 'x')} | "
+            f"{_cell(r['speedup_vs_standard_steps'], 1, 'x')} | "
+            f"{_cell(r['speedup_vs_standard_seconds'], 1, 'x')} | "
             f"{_cell(r['step0'], 4)} | {_cell(r['final'], 4)} |"
         )
     return "\n".join(lines)
@@ -134,14 +142,17 @@ def headline_table(results: dict[str, Any]) -> str:
 def _per_run_table(results: dict[str, Any]) -> str:
     m = _metric(results)
     lines = [
-        f"| concept | init | {m} at step 0 | final {m} | steps to target | seconds | speed-up vs scratch (steps) |",
+        f"| concept | init | {m} at step 0 | final {m} | steps "
+        "to target | seconds | speed-up vs scratch (steps) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         steps = "never" if r["steps_to_target"] is None else r["steps_to_target"]
         lines.append(
-            f"| {r['concept']} (seed {r['seed']}) | {r['init']} | {r['step0']:.4f} | {r['final']:.4f} | "
-            f"{steps} | {_fmt(r['seconds_to_target'])} | {_fmt(r['speedup_vs_scratch_steps'], 1, 'x')} |"
+            f"| {r['concept']} (seed {r['seed']}) | {r['init']} "
+            f"| {r['step0']:.4f} | {r['final']:.4f} | "
+            f"{steps} | {_fmt(r['seconds_to_target'])} | "
+            f"{_fmt(r['speedup_vs_scratch_steps'], 1, 'x')} |"
         )
     return "\n".join(lines)
 
@@ -152,8 +163,10 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     parts = [
         "# dnw benchmark",
         "",
-        f"Task `{cfg.get('task')}`, preset `{cfg.get('preset')}`: {s['concepts']} held-out concepts x "
-        f"{s['seeds']} seed(s), {cfg.get('max_steps')} steps each. Target: scratch's final eval {m} "
+        f"Task `{cfg.get('task')}`, preset `{cfg.get('preset')}`: "
+        f"{s['concepts']} held-out concepts x "
+        f"{s['seeds']} seed(s), {cfg.get('max_steps')} "
+        f"steps each. Target: scratch's final eval {m} "
         f"({direction} is better; reached means at least as good). Medians over concepts, "
         "[interquartile range]; a concept's figure is first averaged over its seeds. Seconds are "
         "training time plus init time (generation for `generated`), evaluation excluded.",
@@ -181,10 +194,14 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "## Cost accounting",
         "",
         f"- base: {_fmt(c.get('base_seconds'))} s (shared by every init except scratch)",
-        f"- collection: {_fmt(c.get('collection_seconds'))} worker-seconds; fit: {_fmt(c.get('fit_seconds'))} s",
-        f"- saved per new concept vs standard: {_fmt(c.get('saved_seconds_per_concept_vs_standard'))} s "
-        f"-> collection + fit pay off after {_fmt(c.get('break_even_concepts_vs_standard'))} concepts",
-        f"- saved per new concept vs scratch: {_fmt(c.get('saved_seconds_per_concept_vs_scratch'))} s "
+        f"- collection: {_fmt(c.get('collection_seconds'))} "
+        f"worker-seconds; fit: {_fmt(c.get('fit_seconds'))} s",
+        "- saved per new concept vs standard: "
+        f"{_fmt(c.get('saved_seconds_per_concept_vs_standard'))} s "
+        "-> collection + fit pay off after "
+        f"{_fmt(c.get('break_even_concepts_vs_standard'))} concepts",
+        "- saved per new concept vs scratch: "
+        f"{_fmt(c.get('saved_seconds_per_concept_vs_scratch'))} s "
         f"-> after {_fmt(c.get('break_even_concepts_vs_scratch'))} concepts",
         "",
     ]
@@ -196,13 +213,16 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
             f"The generated LoRA is closer to some training LoRA than to the concept's own trained "
             f"LoRA for {mem['closer_to_a_training_lora']} of {mem['concepts']} concepts.",
             "",
-            "| concept | generated to own | generated to closest training | closest training concept | own to closest training | own norm |",
+            "| concept | generated to own | generated to closest training | "
+            "closest training concept | own to closest training | own norm |",
             "|---|---|---|---|---|---|",
         ]
         for a in results["memorization"]:
             parts.append(
-                f"| {a['concept']} | {a['generated_to_own']:.3f} | {a['generated_to_closest_training']:.3f} | "
-                f"{a['closest_training_concept']} | {a['own_to_closest_training']:.3f} | {a['own_norm']:.3f} |"
+                f"| {a['concept']} | {a['generated_to_own']:.3f} "
+                f"| {a['generated_to_closest_training']:.3f} | "
+                f"{a['closest_training_concept']} | "
+                f"{a['own_to_closest_training']:.3f} | {a['own_norm']:.3f} |"
             )
         parts.append("")
     if results.get("step0"):
@@ -216,7 +236,8 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
             parts += ["### By hold-out kind", "", step0_split_table(results["step0"]), ""]
     parts += ["## Per concept and seed", "", _per_run_table(results), ""]
     parts += [
-        "Plots: `plots/`; pictures (rows: input, target, then each init), when the task draws them: `grids/`.",
+        "Plots: `plots/`; pictures (rows: input, target, then "
+        "each init), when the task draws them: `grids/`.",
         "",
     ]
     path = out / "report.md"

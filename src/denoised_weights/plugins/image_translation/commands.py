@@ -195,7 +195,10 @@ def add_translate(cli: click.Group) -> None:
         "--resolution",
         default="128",
         show_default=True,
-        help="Shorter side the network sees (the model's scale; the change is carried back to full size), or 'native' to run at the file's own resolution.",
+        help=(
+            "Shorter side the network sees (the model's scale; the change is carried "
+            "back to full size), or 'native' to run at the file's own resolution."
+        ),
     )
     @click.option(
         "--tile",
@@ -361,12 +364,18 @@ def add_export(cli: click.Group) -> None:
     @click.option(
         "--plain-merge",
         is_flag=True,
-        help="ONNX: peft's merge as it is (its reflect-padded convs then differ from the adapter at the border).",
+        help=(
+            "ONNX: peft's merge as it is (its reflect-padded "
+            "convs then differ from the adapter at the border)."
+        ),
     )
     @click.option(
         "--overwrite",
         is_flag=True,
-        help="Replace an existing --out file (a folder --out: replace only what this command wrote there).",
+        help=(
+            "Replace an existing --out file (a folder --out: "
+            "replace only what this command wrote there)."
+        ),
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
@@ -415,7 +424,8 @@ def add_export(cli: click.Group) -> None:
             dyn = ", ".join(report["dynamic"]) or f"fixed {report['fixed_shape']}"
             line += (
                 f" ({dyn} dynamic); onnxruntime vs PyTorch on {report['check_images']} photos: "
-                f"max abs diff {report['max_abs_diff']:.2e}; onnxruntime {report['onnxruntime_ms_per_image']:.1f} ms "
+                f"max abs diff {report['max_abs_diff']:.2e}; onnxruntime "
+                f"{report['onnxruntime_ms_per_image']:.1f} ms "
                 f"per {report['latency_image']} image ({report['latency_threads']} thread)"
             )
         else:

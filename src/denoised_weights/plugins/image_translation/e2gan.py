@@ -322,7 +322,8 @@ class E2GAN(TargetArchitecture):
                 state.discriminator.load_state_dict(own)
             except RuntimeError as exc:
                 raise DnwError(
-                    f"the base's discriminator does not fit this network ({str(exc).splitlines()[0]})"
+                    "the base's discriminator does not fit "
+                    f"this network ({str(exc).splitlines()[0]})"
                 ) from None
 
     def training_phases(

@@ -79,7 +79,8 @@ def _images(folder: Path) -> list[Path]:
     for p in files:
         if p.stem in seen:
             raise DnwError(
-                f"{seen[p.stem]} and {p.name} are two files for one pair (same name); keep one of them"
+                f"{seen[p.stem]} and {p.name} are two files "
+                "for one pair (same name); keep one of them"
             )
         seen[p.stem] = p
     return files
@@ -110,7 +111,8 @@ def folder_pair_paths(root: str | Path) -> list[tuple[Path, Path | None]]:
         pairs = [(p, None) for p in _images(root)]
     if not pairs:
         raise DnwError(
-            f"{root}: no images found (expected A/ and B/ with matching names, or side-by-side AB images)"
+            f"{root}: no images found (expected A/ and B/ "
+            "with matching names, or side-by-side AB images)"
         )
     return pairs
 

@@ -167,7 +167,8 @@ def _source_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
             options = None
         if not isinstance(options, dict):
             raise DnwError(
-                "source_options: give a JSON object, e.g. -T source_options='{\"steps\": 20}', or use -S KEY=VALUE"
+                "source_options: give a JSON object, e.g. -T "
+                "source_options='{\"steps\": 20}', or use -S KEY=VALUE"
             )
     return dict(options or {})
 
