@@ -159,9 +159,9 @@ def test_a_file_out_claims_only_that_file(tmp_path, tiny_base, tiny_adapter):
     foreign.write_bytes(b"not mine")
     refused = _run(*args, "--out", foreign)
     assert refused.exit_code == 1 and len(_lines(refused)) == 1
-    assert (
-        _lines(refused)[0]
-        == f"Error: --out {foreign} already exists; choose a new --out (or add --overwrite to replace that file)"
+    assert _lines(refused)[0] == (
+        f"Error: --out {foreign} already exists; choose a new --out "
+        "(or add --overwrite to replace that file)"
     )
     assert foreign.read_bytes() == b"not mine" and "Traceback" not in refused.output
     assert not (runs / "foreign.safetensors.run.json").exists()

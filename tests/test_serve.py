@@ -152,7 +152,11 @@ def test_page_in_chromium(tmp_path):
             "document.readyState === 'complete' && !!document.querySelector('#prompt textarea')"
         )
         loaded = time.perf_counter() - t1
-        first = "document.querySelectorAll('#preview img').length >= 2 && [...document.querySelectorAll('#preview img')].every(i => i.complete && i.naturalWidth > 0)"
+        first = (
+            "document.querySelectorAll('#preview img').length >= 2 && "
+            "[...document.querySelectorAll('#preview img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
         browser.wait_for(first, timeout=120)
         first_preview = time.perf_counter() - t1
         srcs = browser.js("[...document.querySelectorAll('#preview img')].map(i => i.src)")

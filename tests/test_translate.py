@@ -40,7 +40,8 @@ def run():
 
 
 def _odd_folder(folder):
-    """Odd sizes, greyscale, RGBA, 16-bit PNG, EXIF-rotated JPEG, a palette GIF and a corrupt file."""
+    """Odd sizes, greyscale, RGBA, 16-bit PNG, EXIF-rotated JPEG, a palette GIF and a corrupt
+    file."""
     folder.mkdir()
     specs = [
         ("odd.png", 37, 23, "RGB", None),

@@ -262,8 +262,9 @@ def finetune(
     scratch or from a base + LoRA init; returns the curve.
 
     ``options``: the fields of :class:`~denoised_weights.pipeline.options.ConceptData` (concept,
-    pairs, eval_pairs, prompt, n_train, n_eval), :class:`~denoised_weights.pipeline.options.InitOptions`
-    (init, base, generator, data) and :class:`~denoised_weights.pipeline.options.FinetuneOptions`
+    pairs, eval_pairs, prompt, n_train, n_eval),
+    :class:`~denoised_weights.pipeline.options.InitOptions` (init, base, generator, data) and
+    :class:`~denoised_weights.pipeline.options.FinetuneOptions`
     (max_steps, eval_every, batch_size, lr, metrics, seed, ...)."""
     from denoised_weights.pipeline.finetune import finetune as run
     from denoised_weights.pipeline.options import (

@@ -216,7 +216,8 @@ class LayerwiseBlocker(WeightBlocker):
         return state
 
     def block_index(self) -> list[dict[str, Any]]:
-        """For each block: the groups (and value ranges) it covers — where a block's weights live."""
+        """For each block: the groups (and value ranges) it covers — where a block's weights
+        live."""
         index = []
         for n in range(self.n_blocks):
             start, stop = n * self.block_size, (n + 1) * self.block_size

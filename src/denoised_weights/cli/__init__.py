@@ -115,7 +115,8 @@ def create_cli(pm: pluggy.PluginManager | None = None) -> click.Group:
     )
     @click.pass_context
     def cli(ctx: click.Context, debug: bool) -> None:
-        """denoised-weights: LoRA weights for new concepts from a text-conditioned diffusion model."""
+        """denoised-weights: LoRA weights for new concepts from a text-conditioned diffusion
+        model."""
         ctx.obj = {"pm": pm, "registries": registries}
 
     from denoised_weights.cli import core_commands, generator_commands, pipeline_commands

@@ -28,7 +28,8 @@ from denoised_weights.pipeline.options import FitConfig
 @common
 @click.pass_context
 def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> None:
-    """Train the text-conditioned block diffusion model on a weight dataset (resumable, torchrun)."""
+    """Train the text-conditioned block diffusion model on a weight dataset (resumable,
+    torchrun)."""
     from denoised_weights import api
     from denoised_weights.core.io import read_json
 

@@ -136,7 +136,8 @@ def collect(
     overwrite,
     **options,
 ) -> None:
-    """Train a LoRA per training concept from the base; keep K checkpoints (resumable, shardable)."""
+    """Train a LoRA per training concept from the base; keep K checkpoints (resumable,
+    shardable)."""
     from denoised_weights import api
 
     existing_dir("--base", base, "a base model folder made by 'dnw base'")

@@ -30,7 +30,8 @@ Register = Callable[..., None]
 
 @hookspec
 def register_architectures(register: Register) -> None:
-    """Register target architectures (:class:`~denoised_weights.core.interfaces.TargetArchitecture`)."""
+    """Register target architectures
+    (:class:`~denoised_weights.core.interfaces.TargetArchitecture`)."""
 
 
 @hookspec
@@ -40,7 +41,8 @@ def register_blockers(register: Register) -> None:
 
 @hookspec
 def register_generators(register: Register) -> None:
-    """Register weight generators / initialisers (:class:`~denoised_weights.core.interfaces.WeightGenerator`)."""
+    """Register weight generators / initialisers
+    (:class:`~denoised_weights.core.interfaces.WeightGenerator`)."""
 
 
 @hookspec
@@ -56,7 +58,8 @@ def register_example_encoders(register: Register) -> None:
 
 @hookspec
 def register_pair_sources(register: Register) -> None:
-    """Register sources of paired training images (:class:`~denoised_weights.core.interfaces.PairSource`)."""
+    """Register sources of paired training images
+    (:class:`~denoised_weights.core.interfaces.PairSource`)."""
 
 
 @hookspec

@@ -92,7 +92,8 @@ class NearestInit(_DatasetInit):
         return encoder, torch.nn.functional.normalize(vectors, dim=-1), owners
 
     def nearest_concepts(self, prompt: str, k: int = 1) -> list[tuple[str, float]]:
-        """The ``k`` training concepts whose prompts are closest to ``prompt`` (cosine), best first."""
+        """The ``k`` training concepts whose prompts are closest to ``prompt`` (cosine), best
+        first."""
         encoder, vectors, owners = self._bank
         query = torch.nn.functional.normalize(encoder.pooled([prompt]), dim=-1)[0]
         sims = vectors @ query

@@ -172,7 +172,8 @@ def load_base(
             if missing
             else f"unexpected {', '.join(unexpected[:3])}"
             if unexpected
-            else f"{wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, the network {tuple(expected[wrong[0]].shape)}"
+            else f"{wrong[0]} has shape {tuple(weights[wrong[0]].shape)}, "
+            f"the network {tuple(expected[wrong[0]].shape)}"
         )
         raise DnwError(
             f"{path / MODEL_FILE} does not fit {arch.name} ({what}); the base is damaged"

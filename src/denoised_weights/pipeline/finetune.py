@@ -339,7 +339,10 @@ def final_value(curve: Mapping[str, Any], key: str) -> float | None:
 def summarise_curve(curve: Mapping[str, Any], key: str) -> str:
     first, last = curve["points"][0], curve["points"][-1]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    return f"{key} {fmt(first.get(key))} -> {fmt(last.get(key))} in {last['step']} steps ({last['train_seconds']:.1f} s)"
+    return (
+        f"{key} {fmt(first.get(key))} -> {fmt(last.get(key))} "
+        f"in {last['step']} steps ({last['train_seconds']:.1f} s)"
+    )
 
 
 __all__ = [

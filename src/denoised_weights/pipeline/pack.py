@@ -98,7 +98,10 @@ def build_pack(
             "default_start": gen_info.get("default_start"),
         },
         "versions": gen_run.get("versions"),
-        "rebuild": "make pack (base, collection of every single-edit training concept, fit for the recorded steps, dnw pack)",
+        "rebuild": (
+            "make pack (base, collection of every single-edit training concept, "
+            "fit for the recorded steps, dnw pack)"
+        ),
     }
     if data is not None:
         provenance["dataset"] = WeightDataset(data).info()

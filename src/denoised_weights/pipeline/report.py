@@ -23,7 +23,10 @@ def _fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
 def _cell(stat: dict[str, Any], digits: int = 1, suffix: str = "") -> str:
     if stat["median"] is None:
         return "-"
-    return f"{_fmt(stat['median'], digits, suffix)} [{_fmt(stat['q1'], digits)}, {_fmt(stat['q3'], digits)}]"
+    return (
+        f"{_fmt(stat['median'], digits, suffix)} "
+        f"[{_fmt(stat['q1'], digits)}, {_fmt(stat['q3'], digits)}]"
+    )
 
 
 def _metric(results: dict[str, Any]) -> str:

@@ -110,7 +110,8 @@ def check_training_updates_only_lora(arch: TargetArchitecture) -> None:
 
 
 def check_adapter_round_trip(arch: TargetArchitecture, directory: str | Path | None = None) -> None:
-    """save_adapter → load_adapter and → peft's own PeftModel.from_pretrained give the same network."""
+    """save_adapter → load_adapter and → peft's own PeftModel.from_pretrained give the same
+    network."""
     from peft import PeftModel
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,8 +2,8 @@
 
 A 3x3 conv stem, then per further width a stride-2 3x3 conv (optionally followed by a stride-1
 one), ReLU after each (GroupNorm before it when ``norm="group"``, the default: from scratch it
-learns about twice as fast), global average pooling and a linear head. Every conv and linear layer gets LoRA; no BatchNorm, so a LoRA fine-tune changes
-no buffer.
+learns about twice as fast), global average pooling and a linear head. Every conv and linear
+layer gets LoRA; no BatchNorm, so a LoRA fine-tune changes no buffer.
 """
 
 from __future__ import annotations

@@ -252,7 +252,8 @@ def add_translate(cli: click.Group) -> None:
         overwrite,
         as_json,
     ) -> None:
-        """Translate image files or folders (INPUT...) with base + adapter; each output the size of its input.
+        """Translate image files or folders (INPUT...) with base + adapter; each output the size of
+        its input.
 
         Unreadable files are named and skipped; the exit status is 1 when any was skipped."""
         import json
@@ -394,7 +395,8 @@ def add_export(cli: click.Group) -> None:
         overwrite,
         as_json,
     ) -> None:
-        """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or safetensors."""
+        """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or
+        safetensors."""
         import json
 
         from denoised_weights.plugins.image_translation.export import export
@@ -469,7 +471,8 @@ def add_serve(cli: click.Group) -> None:
     )
     @click.pass_context
     def serve(ctx, host, port, workdir, base, generator, photos) -> None:
-        """A local web app: type a concept, see the generated translator on a photo, fine-tune it, download it.
+        """A local web app: type a concept, see the generated translator on a photo, fine-tune it,
+        download it.
 
         Needs the app extra: pip install 'denoised-weights[app]'."""
         from denoised_weights.plugins.image_translation.serve import serve as run

@@ -189,7 +189,8 @@ def write_pairs(
 
 
 def save_grid(path: str | Path, rows: list[torch.Tensor], pad: int = 2) -> Path:
-    """Save images as a grid PNG: one row per tensor ``[n, 3, H, W]`` (e.g. source/target/output)."""
+    """Save images as a grid PNG: one row per tensor ``[n, 3, H, W]``
+    (e.g. source/target/output)."""
     n = min(len(r) for r in rows)
     _, _, h, w = rows[0].shape
     canvas = torch.ones(3, len(rows) * (h + pad) + pad, n * (w + pad) + pad)

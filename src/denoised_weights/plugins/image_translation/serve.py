@@ -370,7 +370,8 @@ def build_app(studio: Studio) -> Any:
                     f"{i}: step {s if s >= 0 else '…'}/{steps}" for i, s in done.items()
                 )
                 frame = plot_frame(run, inits)
-                # redraw only when a point came, and never with no point (Gradio's plot then stays blank)
+                # redraw only when a point came, and never with no point (Gradio's plot then
+                # stays blank)
                 changed = len(frame) not in (shown, 0)
                 shown = len(frame)
                 yield (

@@ -159,7 +159,8 @@ def parse_families(names: str | Iterable[str] | None) -> frozenset[str]:
 
 
 def _source_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """The ``source_options`` task option: a mapping, or its JSON text (``-T source_options=...``)."""
+    """The ``source_options`` task option: a mapping, or its JSON text
+    (``-T source_options=...``)."""
     if isinstance(options, str):
         try:
             options = json.loads(options) if options.strip() else {}
