@@ -16,11 +16,13 @@ from denoised_weights.cli.options import cli_default, cli_fields, cli_help
 from denoised_weights.core.plugins import get_plugin_manager
 from denoised_weights.pipeline.options import (
     BaseOptions,
+    BenchmarkSpec,
     CollectOptions,
     ConceptData,
     ConceptSelection,
     FinetuneOptions,
     FitConfig,
+    GenerateOptions,
     InitOptions,
 )
 
@@ -31,6 +33,8 @@ COMMANDS = {
     "collect": ((ConceptSelection, CollectOptions), api.collect, True),
     "finetune": ((ConceptData, InitOptions, FinetuneOptions), api.finetune, True),
     "compare": ((ConceptData, InitOptions, FinetuneOptions), api.compare, False),
+    "generate": ((GenerateOptions,), api.generate, True),
+    "benchmark": ((BenchmarkSpec,), api.benchmark, True),
 }
 
 
@@ -70,6 +74,7 @@ def test_options_are_made_from_the_dataclass_fields(cli, name):
         ("base", ["--out", "o"], (BaseOptions, ConceptSelection)),
         ("collect", ["--base", "b", "--out", "o"], (CollectOptions, ConceptSelection)),
         ("finetune", ["--out", "o"], (ConceptData, InitOptions, FinetuneOptions)),
+        ("benchmark", ["--out", "o"], ()),
     ],
 )
 def test_a_command_without_options_calls_the_api_with_the_dataclass_defaults(
@@ -131,6 +136,10 @@ def test_lists_of_names_come_from_the_registries():
         (lambda: FitConfig(n_examples=0), "--n-examples must be an integer in [1, 1024]"),
         (lambda: FitConfig(noisy_share=1.5), "--noisy-share must be a finite number in [0, 1]"),
         (lambda: FitConfig(objective="x"), "unknown --objective 'x'"),
+        (lambda: BenchmarkSpec("o", seeds=101), "--seeds must be an integer in [1, 100]"),
+        (lambda: GenerateOptions(steps=0), "--steps must be an integer in [1, 1000]"),
+        (lambda: GenerateOptions(start="x"), "unknown --start 'x'"),
+        (lambda: GenerateOptions(guidance=0), "--guidance must be a finite number in (0, 10]"),
     ],
 )
 def test_the_api_checks_the_bounds_the_command_line_checks(make, message):

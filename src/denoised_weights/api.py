@@ -190,31 +190,28 @@ def generate(
     *,
     generator: str | Path | None = None,
     task: str = "image-translation",
-    seed: int = 0,
-    steps: int = 1,
-    timestep: int | None = None,
-    start: str | None = None,
-    guidance: float | None = None,
     overwrite: bool = False,
     registries: Registries | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """``dnw generate``: a LoRA for ``prompt`` from a fitted generator (default: the shipped
     pack's for ``task``), every block in one batched denoising step. With ``out`` the PEFT
-    adapter is written there; the result holds the timing, the state and its description."""
-    from denoised_weights.pipeline.generate import generate_adapter
+    adapter is written there; the result holds the timing, the state and its description.
+    ``options``: the fields of :class:`~denoised_weights.pipeline.options.GenerateOptions`."""
+    import dataclasses
 
+    from denoised_weights.pipeline.generate import generate_adapter
+    from denoised_weights.pipeline.options import GenerateOptions, split_options
+
+    (opts,) = split_options("generate", options, GenerateOptions)
     return generate_adapter(
         prompt,
         out,
         generator=generator,
         task=task,
-        seed=seed,
-        steps=steps,
-        timestep=timestep,
-        start=start,
-        guidance=guidance,
         overwrite=overwrite,
         registries=registries,
+        **dataclasses.asdict(opts),
     )
 
 
@@ -462,43 +459,21 @@ def benchmark(
     *,
     task: str | Task | None = None,
     task_options: dict[str, Any] | None = None,
-    preset: str = "small",
-    base: str | Path | None = None,
-    data: str | Path | None = None,
-    generator: str | Path | None = None,
-    concepts: Sequence[str] | None = None,
-    seeds: int | None = None,
-    inits: Sequence[str] | None = None,
-    max_steps: int | None = None,
-    workers: int = 1,
-    seed: int = 0,
-    step0_only: bool = False,
     device: str | None = None,
     overwrite: bool = False,
     registries: Registries | None = None,
     echo: Callable[[str], None] = print,
+    **options: Any,
 ) -> dict[str, Any]:
-    """``dnw benchmark``: build what is missing, then every init on held-out concepts."""
-    from denoised_weights.pipeline.benchmark import INITS, BenchmarkSpec, run_benchmark
+    """``dnw benchmark``: build what is missing, then every init on held-out concepts
+    (``options``: the fields of :class:`~denoised_weights.pipeline.options.BenchmarkSpec`)."""
+    from denoised_weights.pipeline.benchmark import run_benchmark
     from denoised_weights.pipeline.context import resolve_task
+    from denoised_weights.pipeline.options import BenchmarkSpec, split_options
 
+    given = {**options, "out": out, "device": device, "overwrite": overwrite}
+    (spec,) = split_options("benchmark", given, BenchmarkSpec)
     t = resolve_task(task, registries, **(task_options or {}))
-    spec = BenchmarkSpec(
-        preset=preset,
-        out=Path(out),
-        base=Path(base) if base else None,
-        data=Path(data) if data else None,
-        generator=Path(generator) if generator else None,
-        concepts=list(concepts) if concepts else None,
-        seeds=seeds,
-        inits=tuple(inits or INITS),
-        max_steps=max_steps,
-        workers=workers,
-        seed=seed,
-        step0_only=step0_only,
-        device=device,
-        overwrite=overwrite,
-    )
     return run_benchmark(t, spec, echo=echo, registries=registries)
 
 

@@ -8,7 +8,6 @@ import click
 
 from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.cli.options import (
-    SEED,
     common,
     dataclass_options,
     existing_dir,
@@ -16,7 +15,7 @@ from denoised_weights.cli.options import (
     parse_task_options,
     task_options,
 )
-from denoised_weights.pipeline.options import FitConfig
+from denoised_weights.pipeline.options import FitConfig, GenerateOptions
 
 
 @click.command()
@@ -91,33 +90,7 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
     type=click.Path(file_okay=False, path_type=Path),
     help="Adapter folder to write.",
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(1, 1000),
-    default=1,
-    show_default=True,
-    help="1: one-step; more: DDIM (trailing).",
-)
-@click.option(
-    "--timestep",
-    type=click.IntRange(0, 999),
-    default=None,
-    help="Noise-biased timestep of the one-step path (generator default).",
-)
-@click.option(
-    "--start",
-    type=click.Choice(["mean", "noise"]),
-    default=None,
-    help="One-step starting point.",
-)
-@click.option(
-    "--guidance",
-    type=click.FloatRange(0, 10, min_open=True),
-    default=None,
-    help="Extrapolate away from the dataset mean: mean + G·(generated − mean) "
-    "(generator default, else 1; the README measures G).",
-)
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(GenerateOptions)
 @click.option(
     "--warmup/--no-warmup",
     default=True,
@@ -134,20 +107,7 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def generate(
-    ctx,
-    generator,
-    task,
-    prompt,
-    pairs,
-    out,
-    steps,
-    timestep,
-    start,
-    guidance,
-    seed,
-    warmup,
-    overwrite,
-    as_json,
+    ctx, generator, task, prompt, pairs, out, warmup, overwrite, as_json, **options
 ) -> None:
     """Generate a PEFT LoRA adapter for PROMPT: every block in one batched denoising step."""
     import tempfile
@@ -162,7 +122,7 @@ def generate(
         )
     existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
     gen = DiffusionGenerator(generator or default_generator(task), registries=registries_of(ctx))
-    options = dict(seed=seed, steps=steps, timestep=timestep, start=start, guidance=guidance)
+    options = options_from(GenerateOptions, options)
     if pairs is not None:
         if not gen.reads_examples:
             click.echo("note: this generator reads only the prompt; --pairs is not used", err=True)

@@ -25,10 +25,10 @@ from denoised_weights.cli.options import (
     task_options,
 )
 from denoised_weights.pipeline.options import (
-    BENCHMARK_INITS,
     COMPARE_INITS,
     DEMO_INITS,
     BaseOptions,
+    BenchmarkSpec,
     CollectOptions,
     ConceptData,
     ConceptSelection,
@@ -311,100 +311,30 @@ def compare(
 
 @click.command()
 @task_options
-@click.option(
-    "--preset",
-    "-p",
-    default="small",
-    show_default=True,
-    help="The task's run preset (image translation: smoke, demo, small, paper).",
-)
+@dataclass_options(BenchmarkSpec, only=("preset",))
 @click.option("--out", "-o", required=True, type=OUT)
-@click.option("--base", type=DIR, default=None, help="Reuse a base (dnw base).")
-@click.option("--data", type=DIR, default=None, help="Reuse a weight dataset (dnw collect).")
-@click.option("--generator", "-g", type=DIR, default=None, help="Reuse a generator (dnw fit).")
-@click.option(
-    "--concepts",
-    default=None,
-    help="Comma-separated held-out concept ids (preset default: a spread-out choice).",
-)
-@click.option(
-    "--seeds", type=positive(100), default=None, help="Seeds per concept (preset default)."
-)
-@click.option(
-    "--inits",
-    default=",".join(BENCHMARK_INITS),
-    show_default=True,
-    cls=NamesOption,
-    names_kind="generators",
-    extra_names=("scratch", "standard"),
-    help="Comma-separated inits.",
-)
-@click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
-@click.option(
-    "--workers",
-    type=positive(256),
-    default=1,
-    show_default=True,
-    help="Processes for collection and fine-tuning (cores/W threads each).",
-)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option(
-    "--step0-only",
-    is_flag=True,
-    help=(
-        "Only the step-0 table: every init on every "
-        "held-out concept (or --concepts), no fine-tuning."
-    ),
-)
+@dataclass_options(BenchmarkSpec, exclude=("preset",))
 @common
 @click.pass_context
-def benchmark(
-    ctx,
-    task,
-    task_option,
-    photos,
-    preset,
-    out,
-    base,
-    data,
-    generator,
-    concepts,
-    seeds,
-    inits,
-    max_steps,
-    workers,
-    seed,
-    step0_only,
-    device,
-    overwrite,
-) -> None:
+def benchmark(ctx, task, task_option, photos, out, device, overwrite, **options) -> None:
     """Every init on held-out concepts: speed-ups to scratch's final quality (resumable)."""
     from denoised_weights import api
     from denoised_weights.pipeline.report import headline_table, step0_split_table, step0_table
 
-    for option, path in (("--base", base), ("--data", data), ("--generator", generator)):
-        existing_dir(option, path, "a folder made by the matching dnw command")
+    given = options_from(BenchmarkSpec, options)
+    for option, name in (("--base", "base"), ("--data", "data"), ("--generator", "generator")):
+        existing_dir(option, given[name], "a folder made by the matching dnw command")
     results = api.benchmark(
         out,
         task=task,
         task_options=parse_task_options(task_option, photos),
-        preset=preset,
-        base=base,
-        data=data,
-        generator=generator,
-        concepts=csv(concepts) or None,
-        seeds=seeds,
-        inits=csv(inits),
-        max_steps=max_steps,
-        workers=workers,
-        seed=seed,
-        step0_only=step0_only,
+        **given,
         device=device,
         overwrite=overwrite,
         registries=registries_of(ctx),
         echo=click.echo,
     )
-    if step0_only:
+    if given["step0_only"]:
         click.echo(step0_table(results["step0"]))
         if results["step0"].get("splits"):
             click.echo(step0_split_table(results["step0"]))

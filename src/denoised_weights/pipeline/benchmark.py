@@ -30,7 +30,7 @@ from denoised_weights.core.outputs import claim_output
 from denoised_weights.core.plugins import Registries
 from denoised_weights.pipeline.compare import _ratio
 from denoised_weights.pipeline.context import check_seed, resolve_architecture
-from denoised_weights.pipeline.options import BENCHMARK_INITS
+from denoised_weights.pipeline.options import BENCHMARK_INITS, BenchmarkSpec
 from denoised_weights.pipeline.significance import median_iqr as _median_iqr
 
 INITS = BENCHMARK_INITS
@@ -49,24 +49,6 @@ OWNED = (
     "plots",
     "grids",
 )
-
-
-@dataclass
-class BenchmarkSpec:
-    preset: str
-    out: Path
-    base: Path | None = None
-    data: Path | None = None
-    generator: Path | None = None
-    concepts: list[str] | None = None
-    seeds: int | None = None
-    inits: tuple[str, ...] = INITS
-    max_steps: int | None = None
-    workers: int = 1
-    seed: int = 0
-    step0_only: bool = False
-    device: str | None = None
-    overwrite: bool = False
 
 
 def spread(items: Sequence[str], n: int) -> list[str]:

@@ -407,6 +407,83 @@ class FitConfig(JsonConfig):
         return out
 
 
+@dataclass
+class GenerateOptions:
+    """How a fitted generator denoises a new concept's LoRA (``dnw generate``)."""
+
+    steps: int = field(1, help="1: one-step; more: DDIM (trailing)", low=1, high=1000)
+    timestep: int | None = field(
+        None, help="noise-biased timestep of the one-step path (generator default)", low=0, high=999
+    )
+    start: str | None = field(None, help="one-step starting point", choices=("mean", "noise"))
+    guidance: float | None = field(
+        None,
+        help="extrapolate away from the dataset mean: mean + G·(generated − mean) "
+        "(generator default, else 1; the README measures G)",
+        low=0,
+        high=10,
+        low_open=True,
+    )
+    seed: int = _seed("seed of the generation's noise")
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        check_fields(self)
+
+
+@dataclass
+class BenchmarkSpec:
+    """What ``dnw benchmark`` runs: the preset, the parts it reuses, the concepts, seeds and
+    inits (``out``, ``device`` and ``overwrite`` are given beside the options)."""
+
+    out: Path = field(help="output folder", cli=False)
+    preset: str = field(
+        "small",
+        help="the task's run preset (image translation: smoke, demo, small, paper)",
+        flags=("--preset", "-p"),
+    )
+    base: Path | None = field(None, help="reuse a base (dnw base)", path="any")
+    data: Path | None = field(None, help="reuse a weight dataset (dnw collect)", path="any")
+    generator: Path | None = field(
+        None, help="reuse a generator (dnw fit)", flags=("--generator", "-g"), path="any"
+    )
+    concepts: list[str] | None = field(
+        None,
+        help="comma-separated held-out concept ids (preset default: a spread-out choice)",
+    )
+    seeds: int | None = field(None, help="seeds per concept (preset default)", low=1, high=100)
+    inits: tuple[str, ...] = field(
+        BENCHMARK_INITS,
+        help="comma-separated inits",
+        names="generators",
+        extra_names=("scratch", "standard"),
+    )
+    max_steps: int | None = field(None, help="step budget (preset default)", low=1, high=MAX_STEPS)
+    workers: int = field(
+        1, help="processes for collection and fine-tuning (cores/W threads each)", low=1, high=256
+    )
+    seed: int = _seed("seed of the fine-tunes and of the data")
+    step0_only: bool = field(
+        False,
+        help=(
+            "only the step-0 table: every init on every "
+            "held-out concept (or --concepts), no fine-tuning"
+        ),
+    )
+    device: str | None = field(None, help="device", cli=False)
+    overwrite: bool = field(False, help="write into an existing output folder", cli=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("base", "data", "generator"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+        self.concepts = list(self.concepts) if self.concepts else None
+        self.inits = tuple(self.inits or BENCHMARK_INITS)
+        check_seed(self.seed)
+        check_fields(self)
+
+
 def split_options(call: str, given: dict[str, Any], *classes: type) -> list[Any]:
     """One instance of each dataclass of ``classes`` from the keyword arguments ``given`` (each
     field taken by the first class that has it); an unknown keyword is a TypeError, as Python
@@ -427,11 +504,13 @@ def split_options(call: str, given: dict[str, Any], *classes: type) -> list[Any]
 
 __all__ = [
     "BaseOptions",
+    "BenchmarkSpec",
     "CollectOptions",
     "ConceptData",
     "ConceptSelection",
     "FinetuneOptions",
     "FitConfig",
+    "GenerateOptions",
     "InitOptions",
     "split_options",
 ]
