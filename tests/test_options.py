@@ -20,6 +20,7 @@ from denoised_weights.pipeline.options import (
     CollectOptions,
     ConceptData,
     ConceptSelection,
+    DemoOptions,
     FinetuneOptions,
     FitConfig,
     GenerateOptions,
@@ -35,6 +36,7 @@ COMMANDS = {
     "compare": ((ConceptData, InitOptions, FinetuneOptions), api.compare, False),
     "generate": ((GenerateOptions,), api.generate, True),
     "benchmark": ((BenchmarkSpec,), api.benchmark, True),
+    "demo": ((DemoOptions,), api.demo, True),
 }
 
 
@@ -75,6 +77,7 @@ def test_options_are_made_from_the_dataclass_fields(cli, name):
         ("collect", ["--base", "b", "--out", "o"], (CollectOptions, ConceptSelection)),
         ("finetune", ["--out", "o"], (ConceptData, InitOptions, FinetuneOptions)),
         ("benchmark", ["--out", "o"], ()),
+        ("demo", [], (DemoOptions,)),
     ],
 )
 def test_a_command_without_options_calls_the_api_with_the_dataclass_defaults(

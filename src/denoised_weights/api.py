@@ -30,7 +30,7 @@ from denoised_weights.core.components import (
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import Task
 from denoised_weights.core.plugins import Registries
-from denoised_weights.pipeline.options import COMPARE_INITS, DEMO_INITS
+from denoised_weights.pipeline.options import COMPARE_INITS
 
 
 def _setup(
@@ -482,23 +482,21 @@ def demo(
     *,
     task: str | Task | None = None,
     task_options: dict[str, Any] | None = None,
-    from_scratch: bool = False,
-    preset: str = "demo",
-    n_concepts: int = 1,
-    inits: Sequence[str] = DEMO_INITS,
-    max_steps: int | None = None,
-    seed: int = 0,
-    workers: int = 2,
     device: str | None = None,
     registries: Registries | None = None,
     echo: Callable[[str], None] = print,
+    **options: Any,
 ) -> dict[str, Any]:
     """``dnw demo``: a base and a generator (the shipped pack, or built here), then held-out
-    concepts fine-tuned from every init, with the headline table and plots."""
+    concepts fine-tuned from every init, with the headline table and plots (``options``: the
+    fields of :class:`~denoised_weights.pipeline.options.DemoOptions`)."""
     from denoised_weights.pipeline.benchmark import BenchmarkSpec, held_out_concepts, run_benchmark
     from denoised_weights.pipeline.context import resolve_task
+    from denoised_weights.pipeline.options import DemoOptions, split_options
     from denoised_weights.pretrained import shipped_pack
 
+    (opts,) = split_options("demo", options, DemoOptions)
+    from_scratch, preset = opts.from_scratch, opts.preset
     t = resolve_task(task, registries, **(task_options or {}))
     pack = None if from_scratch or preset != "demo" else shipped_pack(t.name)
     echo(
@@ -511,11 +509,11 @@ def demo(
         out=Path(workdir),
         base=pack / "base" if pack else None,
         generator=pack / "generator" if pack else None,
-        concepts=held_out_concepts(t, n_concepts),
-        inits=tuple(inits),
-        max_steps=max_steps,
-        seed=seed,
-        workers=workers,
+        concepts=held_out_concepts(t, opts.n_concepts),
+        inits=opts.inits,
+        max_steps=opts.max_steps,
+        seed=opts.seed,
+        workers=opts.workers,
         device=device,
     )
     return run_benchmark(t, spec, echo=echo, registries=registries)

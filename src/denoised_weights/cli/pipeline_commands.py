@@ -9,7 +9,6 @@ import click
 
 from denoised_weights.cli import echo_json, registries_of
 from denoised_weights.cli.options import (
-    SEED,
     NamesOption,
     arch_options,
     common,
@@ -26,12 +25,12 @@ from denoised_weights.cli.options import (
 )
 from denoised_weights.pipeline.options import (
     COMPARE_INITS,
-    DEMO_INITS,
     BaseOptions,
     BenchmarkSpec,
     CollectOptions,
     ConceptData,
     ConceptSelection,
+    DemoOptions,
     FinetuneOptions,
     InitOptions,
 )
@@ -347,37 +346,7 @@ def benchmark(ctx, task, task_option, photos, out, device, overwrite, **options)
 @click.command()
 @task_options
 @click.option("--workdir", type=OUT, default=Path("runs/demo"), show_default=True)
-@click.option(
-    "--from-scratch",
-    is_flag=True,
-    help="Build base, dataset and generator here instead of using the pretrained pack.",
-)
-@click.option(
-    "--preset",
-    "-p",
-    default="demo",
-    show_default=True,
-    help="Sizes when building (smoke: toy sizes, a quick check; never uses the pack).",
-)
-@click.option(
-    "--concepts",
-    "n_concepts",
-    type=positive(100),
-    default=1,
-    show_default=True,
-    help="Held-out concepts.",
-)
-@click.option(
-    "--inits",
-    default=",".join(DEMO_INITS),
-    show_default=True,
-    cls=NamesOption,
-    names_kind="generators",
-    extra_names=("scratch", "standard"),
-    help="Comma-separated inits.",
-)
-@click.option("--max-steps", type=positive(), default=None, help="Step budget (preset default).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@dataclass_options(DemoOptions)
 @click.option(
     "--device",
     default="auto",
@@ -385,20 +354,7 @@ def benchmark(ctx, task, task_option, photos, out, device, overwrite, **options)
     help="auto (CUDA when present, else CPU), cpu, cuda.",
 )
 @click.pass_context
-def demo(
-    ctx,
-    task,
-    task_option,
-    photos,
-    workdir,
-    from_scratch,
-    preset,
-    n_concepts,
-    inits,
-    max_steps,
-    seed,
-    device,
-) -> None:
+def demo(ctx, task, task_option, photos, workdir, device, **options) -> None:
     """The main job: a base and a generator (pretrained or built here, resumable), then
     unseen concepts fine-tuned from every init, with the headline table and plots."""
     from denoised_weights import api
@@ -408,12 +364,7 @@ def demo(
         workdir,
         task=task,
         task_options=parse_task_options(task_option, photos),
-        from_scratch=from_scratch,
-        preset=preset,
-        n_concepts=n_concepts,
-        inits=csv(inits),
-        max_steps=max_steps,
-        seed=seed,
+        **options_from(DemoOptions, options),
         device=device,
         registries=registries_of(ctx),
         echo=click.echo,

@@ -484,6 +484,37 @@ class BenchmarkSpec:
         check_fields(self)
 
 
+@dataclass
+class DemoOptions:
+    """What ``dnw demo`` builds and runs (the workdir and device are given beside these)."""
+
+    from_scratch: bool = field(
+        False, help="build base, dataset and generator here instead of using the pretrained pack"
+    )
+    preset: str = field(
+        "demo",
+        help="sizes when building (smoke: toy sizes, a quick check; never uses the pack)",
+        flags=("--preset", "-p"),
+    )
+    n_concepts: int = field(1, help="held-out concepts", flags=("--concepts",), low=1, high=100)
+    inits: tuple[str, ...] = field(
+        DEMO_INITS,
+        help="comma-separated inits",
+        names="generators",
+        extra_names=("scratch", "standard"),
+    )
+    max_steps: int | None = field(None, help="step budget (preset default)", low=1, high=MAX_STEPS)
+    seed: int = _seed("seed of the fine-tunes and of the data")
+    workers: int = field(
+        2, help="processes for collection and fine-tuning", low=1, high=256, cli=False
+    )
+
+    def __post_init__(self) -> None:
+        self.inits = tuple(self.inits or DEMO_INITS)
+        check_seed(self.seed)
+        check_fields(self)
+
+
 def split_options(call: str, given: dict[str, Any], *classes: type) -> list[Any]:
     """One instance of each dataclass of ``classes`` from the keyword arguments ``given`` (each
     field taken by the first class that has it); an unknown keyword is a TypeError, as Python
@@ -508,6 +539,7 @@ __all__ = [
     "CollectOptions",
     "ConceptData",
     "ConceptSelection",
+    "DemoOptions",
     "FinetuneOptions",
     "FitConfig",
     "GenerateOptions",
