@@ -63,7 +63,17 @@ TINY: list[tuple[str, str | None, dict[str, str]]] = [
     ("benchmark", None, {"--preset": "smoke", "--seeds": "1", "--max-steps": "2"}),
     ("benchmark", "--task digits", {"--preset": "tiny", "--max-steps": "2"}),
     ("export", None, {"--check-images": "2", "--check-size": "64"}),
-    ("speed", None, {"--threads": "1", "--rounds": "1"}),
+    (
+        "speed",
+        None,
+        {
+            "--threads": "1",
+            "--rounds": "1",
+            "--preset": "tiny",
+            "--base": "runs/base",
+            "--generator": "runs/generator",
+        },
+    ),
 ]
 SKIPPED = ("make", "pip")
 #: README lines that fail today, with the reason: the test checks that they still fail (so a
