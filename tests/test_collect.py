@@ -150,13 +150,11 @@ def mid_training(out, done):
     return None
 
 
-def wait_for(condition, proc, what, timeout=600):
-    """Poll ``condition()`` until it holds; fail if ``proc`` ends first (no wall-time claim:
-    the timeout only stops a hung test)."""
-    deadline = time.monotonic() + timeout
+def wait_for(condition, proc, what):
+    """Poll ``condition()`` until it holds; fail if ``proc`` ends first. No clock: the run
+    always ends, so the wait does too, however loaded the machine."""
     while not (found := condition()):
         assert proc.poll() is None, f"the run ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
         time.sleep(0.05)
     return found
 
