@@ -80,7 +80,8 @@ class Conditioner(nn.Module):
             parts.append(self._example_tokens(examples, device))
         if not parts:
             raise DnwError(
-                "this generator reads the new concept's examples: give them (e.g. --pairs DIR)"
+                "this generator reads the new concept's examples: give them (dnw generate "
+                "--pairs DIR, or fine-tune on data: --pairs DIR or --concept)"
                 if self.mode == "examples"
                 else "nothing to condition on: give a prompt or examples"
             )

@@ -269,12 +269,7 @@ class DiffusionGenerator(WeightGenerator):
             raise DnwError(
                 f"--steps must be from 1 to 1000 (the noise schedule has 1000), got {steps}"
             )
-        cond = self.conditioner
-        if cond.mode == "examples" and examples is None:
-            raise DnwError(
-                f"{self.path}: this generator reads the new concept's examples: give them "
-                "(dnw generate --pairs DIR, or fine-tune on data)"
-            )
+        cond = self.conditioner  # it refuses an examples-only generator without examples
         has_examples = cond.reads_examples and examples is not None
         if cond.reads_text and not has_examples and (not prompt or not prompt.strip()):
             raise DnwError("the prompt is empty; say what the new concept is (--prompt TEXT)")
@@ -348,12 +343,7 @@ class DiffusionGenerator(WeightGenerator):
     ) -> dict[str, torch.Tensor]:
         """The generated LoRA; a generator that reads examples reads the first of the
         concept's training ``data`` (a ``both`` generator without data: the prompt alone)."""
-        if self.reads_examples and not data:
-            if self.conditioner.mode == "examples":
-                raise DnwError(
-                    f"{self.path}: this generator reads the new concept's "
-                    "examples; fine-tune on data (--pairs DIR or --concept)"
-                )
+        if self.conditioner.mode == "both" and not data:
             warnings.warn(
                 "no examples of the new concept: the generator reads the prompt alone", stacklevel=2
             )
