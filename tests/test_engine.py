@@ -289,7 +289,7 @@ def test_the_time_budget_is_rank_zeros_decision(monkeypatch):
         said.append(value)
         return True  # rank 0 is out of time
 
-    monkeypatch.setattr(engine, "_broadcast_object", rank_zero_says)
+    monkeypatch.setattr(engine, "broadcast_object", rank_zero_says)
     steps = []
     trainer = Trainer(
         lambda i: steps.append(i) or {},
@@ -301,7 +301,7 @@ def test_the_time_budget_is_rank_zeros_decision(monkeypatch):
     )
     trainer.run()
     assert steps == [] and said == [None]  # rank 1 offers nothing, follows rank 0
-    monkeypatch.setattr(engine, "_broadcast_object", lambda value: False)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value: False)
     Trainer(
         lambda i: steps.append(i) or {},
         max_steps=3,

@@ -244,7 +244,7 @@ class Trainer:
             return False
         over = self.wall_seconds / 60 >= self.max_minutes
         if self.world > 1:
-            flag = _broadcast_object(over if self.rank == 0 else None)
+            flag = broadcast_object(over if self.rank == 0 else None)
             over = bool(flag)
         return over
 
@@ -276,7 +276,7 @@ class Trainer:
             )
         if self.world > 1:  # every rank must resume from the step rank 0 resumes from
             mine = None if meta is None else int(meta["step"])
-            theirs = _broadcast_object(mine)
+            theirs = broadcast_object(mine)
             if mine != theirs:
                 raise DnwError(
                     f"rank {self.rank} found {'no checkpoint' if mine is None else f'step {mine}'} "
@@ -299,7 +299,7 @@ class Trainer:
         return True
 
 
-def _broadcast_object(value: Any) -> Any:
+def broadcast_object(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (DDP)."""
     import torch.distributed as dist
 
@@ -335,8 +335,3 @@ def architecture_step(
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def floats(logs: Mapping[str, Any]) -> dict[str, float]:
-    """Logged figures as plain floats (reads tensors)."""
-    return {k: float(v) for k, v in logs.items()}

@@ -487,9 +487,9 @@ def fit(
             if world == 1:
                 raise
     if world > 1:
-        from denoised_weights.core.engine import _broadcast_object
+        from denoised_weights.core.engine import broadcast_object
 
-        outcome = _broadcast_object(outcome)
+        outcome = broadcast_object(outcome)
     if outcome != "go":
         if world > 1:
             dist.destroy_process_group()
