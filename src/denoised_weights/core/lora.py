@@ -132,6 +132,34 @@ def apply_lora(model: nn.Module, spec: LoraSpec, *, fast: bool = True) -> nn.Mod
     return model
 
 
+def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``, as one convolution when ``conv`` is a LoRA layer on the engine's
+    fast path (:mod:`denoised_weights.core.fastlora`) and ``norm`` a BatchNorm that training
+    does not change (eval mode, running statistics, affine parameters frozen: a LoRA
+    fine-tune's). The norm is then a per-channel affine map folded into the merged weight, so
+    neither its forward nor its backward runs over the activations. Anything else computes
+    ``norm(conv(x))`` as written. (Importing this does not import peft.)"""
+    import torch
+    from torch import nn
+
+    fused = getattr(conv, "forward_affine", None)
+    if (
+        fused is not None
+        and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        and not norm.training
+        and norm.running_var is not None
+        and not (norm.affine and (norm.weight.requires_grad or norm.bias.requires_grad))
+    ):
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        shift = -norm.running_mean * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+        out = fused(x, scale, shift)
+        if out is not None:
+            return out
+    return norm(conv(x))
+
+
 def _share_down_projections(model: nn.Module, spec: LoraSpec) -> None:
     """Every lora_A becomes a fixed orthogonal projection seeded by the spec and the layer."""
     import hashlib

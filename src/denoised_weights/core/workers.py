@@ -35,20 +35,98 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+def _await_job(target: Callable[..., Any], warm: Callable[[], None] | None, inbox: Any) -> None:
+    """A started worker: get ready (``warm``), wait for its arguments, run them (None: no work)."""
+    exit_with_parent()
+    if warm is not None:
+        warm()
+    try:
+        args = inbox.recv()
+    except EOFError:  # the parent ended before handing out any work
+        return
+    finally:
+        inbox.close()
+    if args is not None:
+        target(*args)
+
+
+class EarlyWorkers:
+    """``count`` spawned processes started before their work is known, so their start (several
+    seconds of imports each) overlaps the caller's own set-up; each waits for its arguments.
+
+    ``run(worker_args, local)`` hands one tuple to each process (the rest get none and end),
+    runs ``local()`` in this process meanwhile (the caller's own share) and waits for all.
+    Used as a context manager: leaving it with an exception terminates the processes (their
+    work resumes on a rerun); leaving it without having called ``run`` dismisses them.
+    ``target`` and ``warm`` must be importable (module level).
+    """
+
+    def __init__(
+        self,
+        target: Callable[..., Any],
+        count: int,
+        what: str,
+        warm: Callable[[], None] | None = None,
+    ) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.what = what
+        self._outboxes: list[Any] = []
+        self._procs: list[Any] = []
+        for _ in range(count):
+            inbox, outbox = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_await_job, args=(target, warm, inbox))
+            proc.start()
+            inbox.close()
+            self._outboxes.append(outbox)
+            self._procs.append(proc)
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __enter__(self) -> EarlyWorkers:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            for proc in self._procs:
+                proc.terminate()
+        self._dismiss()
+        for proc in self._procs:
+            proc.join()
+
+    def _dismiss(self) -> None:
+        for outbox in self._outboxes:
+            if not outbox.closed:
+                outbox.send(None)
+                outbox.close()
+
+    def run(self, worker_args: Sequence[tuple], local: Callable[[], Any] | None = None) -> Any:
+        """Hand out ``worker_args``, run ``local()`` here, wait; returns what ``local`` returns.
+        Raises a one-line error naming the failed workers."""
+        if len(worker_args) > len(self._procs):
+            raise ValueError(f"{len(worker_args)} jobs for {len(self._procs)} started workers")
+        for outbox, args in zip(self._outboxes, worker_args, strict=False):
+            outbox.send(tuple(args))
+            outbox.close()
+        self._dismiss()
+        result = local() if local is not None else None
+        for proc in self._procs:
+            proc.join()
+        failed = [w for w, proc in enumerate(self._procs) if proc.exitcode != 0]
+        if failed:
+            raise DnwError(
+                f"{self.what} worker(s) {failed} failed; rerun the same command to resume"
+            )
+        return result
+
+
 def run_workers(target: Callable[..., Any], worker_args: Sequence[tuple], what: str) -> None:
     """Run ``target(*args)`` in one spawned process per entry of ``worker_args`` and wait.
 
-    ``target`` must be importable (module level) and should call :func:`exit_with_parent`
-    first. Raises a one-line error naming the failed workers; ``what`` says what to rerun.
+    ``target`` must be importable (module level). Raises a one-line error naming the failed
+    workers; ``what`` says what to rerun.
     """
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=target, args=args) for args in worker_args]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    failed = [w for w, proc in enumerate(procs) if proc.exitcode != 0]
-    if failed:
-        raise DnwError(f"{what} worker(s) {failed} failed; rerun the same command to resume")
+    with EarlyWorkers(target, len(worker_args), what) as workers:
+        workers.run(worker_args)

@@ -325,11 +325,9 @@ def _job_worker(job: BenchJob) -> None:
     import torch
 
     from denoised_weights.core.components import create_architecture
-    from denoised_weights.core.workers import exit_with_parent
     from denoised_weights.pipeline.context import resolve_task
     from denoised_weights.pipeline.finetune import make_initialiser
 
-    exit_with_parent()
     torch.set_num_threads(job.threads)
     task = resolve_task(job.task, **job.task_options)
     arch = create_architecture(job.architecture, **job.arch_config)

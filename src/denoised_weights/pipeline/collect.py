@@ -42,7 +42,7 @@ from denoised_weights.core.io import load_tensors, read_json, save_tensors, vers
 from denoised_weights.core.lora import apply_lora, lora_state
 from denoised_weights.core.outputs import claim_output, normalise
 from denoised_weights.core.plugins import Registries
-from denoised_weights.core.workers import exit_with_parent, run_workers, threads_per_worker
+from denoised_weights.core.workers import EarlyWorkers, threads_per_worker
 from denoised_weights.pipeline.context import build_metrics, resolve_device
 from denoised_weights.pipeline.options import CollectOptions
 
@@ -331,12 +331,31 @@ def collect_shard(job: ShardJob) -> list[str]:
     from denoised_weights.core.components import create_architecture
     from denoised_weights.pipeline.context import resolve_task
 
-    exit_with_parent()
     if job.threads:
         torch.set_num_threads(job.threads)
     task = resolve_task(job.task, **job.task_options)
     arch = create_architecture(job.architecture, **job.arch_config)
     return collect_concepts(task, arch, job)
+
+
+def _warm_worker() -> None:
+    """What a collection worker imports while it waits for its share (seconds of start-up
+    that overlap the parent's checks): peft for the LoRA layers, torchmetrics for evaluation."""
+    import peft  # noqa: F401
+    import torchmetrics  # noqa: F401
+
+
+def _collect_here(
+    task: Task, arch: TargetArchitecture, job: ShardJob, registries: Registries | None
+) -> list[str]:
+    """This process's share, with the worker's thread count while it runs."""
+    previous = torch.get_num_threads()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    try:
+        return collect_concepts(task, arch, job, registries)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def collect_concepts(
@@ -436,51 +455,56 @@ def collect(
             raise DnwError(f"concept {cid!r} is held out; only training concepts are collected")
     from denoised_weights.pipeline.base import load_base
 
-    load_base(base, arch)  # a clear error before any work if the base does not fit
-    config = dataset_config(task, arch, base, preset, opts)
     rank, world = _distributed_rank()
-    if world > 1:  # under torchrun: rank 0 creates the folder, the others check it
-        import torch.distributed as dist
-
-        dist.init_process_group("gloo")
-        if rank == 0:
-            prepare_dataset(out, config, overwrite=overwrite)
-        dist.barrier()
-        prepare_dataset(out, config, check_only=True)
-    else:
-        prepare_dataset(out, config, overwrite=overwrite)
-        redone = repair(out)
-        if redone and echo:
-            echo(
-                f"{len(redone)} damaged or incomplete concept(s) "
-                "set aside (*.damaged) and collected again"
-            )
     mine = ids[shard[0] :: shard[1]][rank::world]
-    threads = threads_per_worker(workers, world)
-    job = ShardJob(
-        task=task.name,
-        task_options=dict(getattr(task, "options", {}) or {}),
-        architecture=arch.name,
-        arch_config=arch.config,
-        out=str(out),
-        base=str(base),
-        concept_ids=mine,
-        opts=opts,
-        device=device,
-    )
-    if workers == 1:
-        if world > 1:
-            torch.set_num_threads(threads)
-        skipped = collect_concepts(task, arch, job, registries)
-    else:
-        if registries is not None:
+    # with W workers, this process collects one share and W-1 processes take the others; they
+    # start now, so their start (imports: several seconds each) overlaps the checks below
+    procs = 1
+    if workers > 1:
+        started = (out / "dataset.json").is_file() and not overwrite
+        done = set(WeightDataset(out).concepts) if started else set()
+        procs = max(1, min(workers, sum(c not in done for c in mine)))
+        if registries is not None and procs > 1:
             _check_rebuildable(task, arch, registries)
-        jobs = [
-            replace(job, concept_ids=mine[w::workers], threads=threads, position=w)
-            for w in range(workers)
-        ]
-        run_workers(collect_shard, [(j,) for j in jobs], "collection")
-        skipped = []
+    with EarlyWorkers(collect_shard, procs - 1, "collection", warm=_warm_worker) as others:
+        load_base(base, arch)  # a clear error before any work if the base does not fit
+        config = dataset_config(task, arch, base, preset, opts)
+        if world > 1:  # under torchrun: rank 0 creates the folder, the others check it
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
+            if rank == 0:
+                prepare_dataset(out, config, overwrite=overwrite)
+            dist.barrier()
+            prepare_dataset(out, config, check_only=True)
+        else:
+            prepare_dataset(out, config, overwrite=overwrite)
+            redone = repair(out)
+            if redone and echo:
+                echo(
+                    f"{len(redone)} damaged or incomplete concept(s) "
+                    "set aside (*.damaged) and collected again"
+                )
+        done = set(WeightDataset(out).concepts)
+        left = [c for c in mine if c not in done]
+        procs = max(1, min(procs, len(left)))
+        threads = threads_per_worker(procs, world) if procs > 1 or world > 1 else None
+        job = ShardJob(
+            task=task.name,
+            task_options=dict(getattr(task, "options", {}) or {}),
+            architecture=arch.name,
+            arch_config=arch.config,
+            out=str(out),
+            base=str(base),
+            concept_ids=left[0::procs],
+            opts=opts,
+            device=device,
+            threads=threads,
+        )
+        skipped = others.run(
+            [(replace(job, concept_ids=left[w::procs], position=w),) for w in range(1, procs)],
+            local=lambda: _collect_here(task, arch, job, registries),
+        )
     if world > 1:
         import torch.distributed as dist
 
