@@ -329,3 +329,22 @@ def test_preview_writes_a_png(task, arch, tmp_path):
     )
     with Image.open(path) as image:
         assert image.size[0] == 8 * 64 and image.mode == "RGB"
+
+
+def test_exclude_families_holds_whole_families_out_of_everything_trained(regs):
+    from denoised_weights.core.components import create_task
+
+    families = {"rotate", "shear", "blur", "invert"}
+    task = create_task("digits", registries=regs, exclude_families="blur, Invert,shear,rotate")
+    assert task.options == {"exclude_families": "rotate,shear,blur,invert"}  # catalogue order
+    train, held = task.concepts("train"), task.concepts("held-out")
+    assert train and all(not families & set(_families(c)) for c in train)
+    family = [c for c in held if c.holdout == "family"]
+    assert family and all(families & set(_families(c)) for c in family)
+    assert len(train) + len(held) == len(create_task("digits", registries=regs).concepts())
+    g = torch.Generator().manual_seed(0)
+    assert all(not families & set(_families(task.sample_concept(g))) for _ in range(200))
+    assert task.get_concept("rotate-23.7").holdout == "family"
+    assert task.get_concept("scale-0.8").split == "train"
+    with pytest.raises(DnwError, match="closest: rotate"):
+        create_task("digits", registries=regs, exclude_families="rotat")

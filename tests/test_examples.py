@@ -159,3 +159,37 @@ def test_retrieval_by_examples_finds_the_concept_its_examples_come_from(
             val_every=1,
         )
         NearestExamplesInit(text_only, tiny_dataset)
+
+
+def test_scored_retrieval_hands_over_the_stored_lora_that_fits_the_examples_best(
+    tiny_dataset, tiny_base
+):
+    from denoised_weights.core.dataset import WeightDataset
+    from denoised_weights.core.lora import apply_lora, functional_forward, lora_parameter_names
+    from denoised_weights.generators.baselines import ScoredExamplesInit
+    from denoised_weights.pipeline.base import load_base
+
+    task = dnw.create_task("image-translation")
+    arch = dnw.create_architecture("e2gan", "tiny")
+    model = apply_lora(load_base(tiny_base, arch)[0], arch.lora_spec())
+    ds = WeightDataset(tiny_dataset)
+    data = task.make_data(task.get_concept(ds.concepts[1]), arch=arch, split="train", n=5, seed=3)
+    init = ScoredExamplesInit(tiny_dataset, n_examples=4, checkpoints="all")
+    state = init.initialise("", arch=arch, model=model, task=task, data=data)
+    names = lora_parameter_names(model)
+    batch = {k: v[:4] for k, v in data.items()}
+    model.eval()
+
+    def loss(s):
+        with torch.no_grad():
+            out = functional_forward(arch, model, {names[k]: v for k, v in s.items()}, batch)
+            return float(task.loss(out, batch))
+
+    stored = [s for c in ds.concepts for s in ds.load_concept(c)]
+    assert len(init.candidates) == len(stored) == 8  # 4 concepts x 2 checkpoints
+    assert loss(state) == pytest.approx(min(loss(s) for s in stored))
+    assert any(all(torch.equal(state[k], s[k]) for k in s) for s in stored)
+    with pytest.raises(dnw.DnwError, match="examples"):
+        init.initialise("a prompt and no data")
+    with pytest.raises(dnw.DnwError, match="checkpoints must be"):
+        ScoredExamplesInit(tiny_dataset, checkpoints="first")

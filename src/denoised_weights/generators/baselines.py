@@ -4,6 +4,10 @@
 ``nearest``        the trained LoRA of the training concept whose prompt is closest in the text
                    encoder's space (retrieval; a generator that merely copies does this)
 ``noisy-nearest``  nearest + Gaussian noise at the dataset's spread (per tensor)
+``nearest-examples`` retrieval by examples: the stored LoRA whose concept's examples embed
+                   closest to the new concept's (a generator's example encoder)
+``scored-examples`` retrieval by examples, scored: the stored LoRA with the lowest task loss
+                   on the new concept's examples
 ``fine``           after FINE (Xie et al. 2024, arXiv 2409.19289): per layer, shared bases U, V
                    from SVDs of the dataset's LoRA products B·A; only the per-layer singular
                    values Σ are fitted on a few batches of the new concept's pairs.
@@ -185,6 +189,81 @@ class NearestExamplesInit(_DatasetInit):
             return self.generate(prompt, seed=seed)
         concept, _ = self.nearest_concept(data, task, arch)
         return self.dataset.load_concept(concept)[-1]
+
+
+class ScoredExamplesInit(_DatasetInit):
+    """Retrieval by examples, scored: of the dataset's stored LoRAs (each concept's final
+    checkpoint, or every checkpoint with ``checkpoints="all"``), the one whose task loss on the
+    new concept's first ``n_examples`` examples is lowest. Forward passes only, no gradient
+    step: the strongest zero-shot use of a stored LoRA and the same examples a generator that
+    reads examples gets (its default ``n_examples``: 8)."""
+
+    def __init__(
+        self, data: str | Path, n_examples: int = 8, checkpoints: str = "last", **_: Any
+    ) -> None:
+        super().__init__(data)
+        if checkpoints not in ("last", "all"):
+            raise DnwError(
+                f"scored-examples: checkpoints must be 'last' or 'all', not {checkpoints!r}"
+            )
+        if n_examples < 1:
+            raise DnwError(f"scored-examples: n_examples must be at least 1, got {n_examples}")
+        self.n_examples = n_examples
+        self.checkpoints = checkpoints
+
+    @cached_property
+    def candidates(self) -> list[tuple[str, StateDict]]:
+        """``(concept, state)`` of every stored LoRA this baseline scores."""
+        out = []
+        for concept in self.dataset.concepts:
+            states = self.dataset.load_concept(concept)
+            out += [(concept, s) for s in (states if self.checkpoints == "all" else states[-1:])]
+        return out
+
+    @torch.no_grad()
+    def scores(
+        self, arch: TargetArchitecture, model: nn.Module, task: Any, data: Mapping[str, Any]
+    ) -> list[tuple[str, float]]:
+        """``(concept, task loss on the examples)`` of every candidate, in dataset order."""
+        from denoised_weights.core.lora import functional_forward, lora_parameter_names
+
+        device = next(model.parameters()).device
+        batch = {k: v[: self.n_examples].to(device) for k, v in data.items()}
+        names = lora_parameter_names(model)
+        was = model.training
+        model.eval()
+        try:
+            out = []
+            for concept, state in self.candidates:
+                params = {names[k]: v.to(device) for k, v in state.items() if k in names}
+                loss = task.loss(functional_forward(arch, model, params, batch), batch)
+                out.append((concept, float(loss)))
+            return out
+        finally:
+            model.train(was)
+
+    def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
+        raise DnwError(
+            "--init scored-examples scores the stored LoRAs on the new concept's "
+            "examples: fine-tune on data (--pairs DIR or --concept)"
+        )
+
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        task: Any = None,
+        data: Any = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> StateDict:
+        if arch is None or model is None or task is None or not data:
+            return self.generate(prompt, seed=seed)
+        scores = self.scores(arch, model, task, data)
+        best = min(range(len(scores)), key=lambda i: scores[i][1])
+        return {k: v.clone() for k, v in self.candidates[best][1].items()}
 
 
 class NoisyNearestInit(NearestInit):

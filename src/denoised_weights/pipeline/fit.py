@@ -502,10 +502,11 @@ def fit(
     if config.objective != "weights":
         from denoised_weights.pipeline.context import resolve_task
 
+        # the dataset's task options (a leave-family-out split, a pair source) unless given
         task = resolve_task(
             dataset.config.get("task", "image-translation"),
             registries,
-            **(config.task_options or {}),
+            **{**dataset.config.get("task_options", {}), **(config.task_options or {})},
         )
         if config.conditioning != "text" and not config.example_encoder:
             if not task.default_example_encoder:

@@ -32,6 +32,7 @@ def register_generators(register):
     register("mean", f"{module}:MeanInit")
     register("nearest", f"{module}:NearestInit")
     register("nearest-examples", f"{module}:NearestExamplesInit")  # retrieval by examples
+    register("scored-examples", f"{module}:ScoredExamplesInit")  # ... scored by the task loss
     register("noisy-nearest", f"{module}:NoisyNearestInit")
     register("fine", f"{module}:FineInit")
     register("nearest-param", f"{module}:NearestParamInit")  # oracles: they know the true values

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -35,6 +35,8 @@ from denoised_weights.core.interfaces import HELD_OUT, SPLITS, TRAIN, Concept
 from denoised_weights.plugins.digits.transforms import FAMILIES, ORDER, fmt
 
 INTERPOLATION, EXTRAPOLATION, COMPOSITION = "interpolation", "extrapolation", "composition"
+#: held out by the task's ``exclude_families`` option: a transformation never trained at all
+FAMILY = "family"
 Step = tuple[str, float]
 
 
@@ -297,13 +299,39 @@ def _train() -> tuple[Concept, ...]:
     return tuple(concepts(TRAIN))
 
 
-def sample_concept(generator: Any) -> Concept:
-    """A train concept's families at random values in their train ranges (``rotate-23.7``)."""
+def sample_concept(generator: Any, train: Sequence[Concept] | None = None) -> Concept:
+    """A train concept's families (one of ``train``'s, default: the catalogue's) at random values
+    in their train ranges (``rotate-23.7``)."""
     import torch
 
-    train = _train()
+    train = _train() if train is None else train
     template = train[int(torch.randint(len(train), (1,), generator=generator))]
     return make_concept([(name, _sample_value(name, generator)) for name, _ in steps_of(template)])
+
+
+def parse_families(names: str | Iterable[str] | None) -> frozenset[str]:
+    """Family names from ``"rotate,blur"`` (or a list); a one-line error names an unknown one."""
+    import difflib
+
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = {n.strip().lower().replace("_", "-") for n in names or ()} - {""}
+    unknown = sorted(wanted - set(ORDER))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], ORDER, n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise DnwError(
+            f"exclude_families: unknown digits transformation {unknown[0]!r}{hint} "
+            f"(families: {', '.join(ORDER)})"
+        )
+    return frozenset(wanted)
+
+
+def excluding(concept: Concept, families: frozenset[str]) -> Concept:
+    """``concept``, held out as "family" when it uses one of ``families``."""
+    if not families or not families & set(concept.family.split("+")):
+        return concept
+    return replace(concept, split=HELD_OUT, holdout=FAMILY)
 
 
 # -- ids of concepts outside the catalogue -----------------------------------------------------

@@ -7,13 +7,22 @@ logits, scored by accuracy (higher is better) and cross-entropy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from denoised_weights.core.errors import DnwError, UnknownNameError
-from denoised_weights.core.interfaces import Concept, TargetArchitecture, Task, TaskData, TaskPreset
+from denoised_weights.core.interfaces import (
+    TRAIN,
+    Concept,
+    TargetArchitecture,
+    Task,
+    TaskData,
+    TaskPreset,
+)
 from denoised_weights.plugins.digits import concepts as catalogue
+from denoised_weights.plugins.digits.transforms import ORDER
 
 # Measured with one torch thread on this 2-core machine while other jobs kept it busy (load
 # ~4), so a quiet machine is faster. A training step of the small network (widths 8-16-32,
@@ -97,19 +106,42 @@ class DigitsTask(Task):
     input_keys = ("x",)
     target_key = "y"
 
+    def __init__(self, exclude_families: str | Iterable[str] | None = None) -> None:
+        """``exclude_families`` (``"rotate,blur"``): every concept using one of these
+        transformations is held out (kind "family"), so the base, the weight dataset and the
+        generator never see them: the leave-family-out split."""
+        self.exclude_families = catalogue.parse_families(exclude_families)
+        self.options: dict[str, Any] = {}
+        if self.exclude_families:  # in catalogue order, so equal sets give equal options
+            names = [n for n in ORDER if n in self.exclude_families]
+            self.options["exclude_families"] = ",".join(names)
+
+    @cached_property
+    def _concepts(self) -> list[Concept]:
+        return [catalogue.excluding(c, self.exclude_families) for c in catalogue.concepts()]
+
+    @cached_property
+    def _train(self) -> list[Concept]:
+        train = [c for c in self._concepts if c.split == TRAIN]
+        if not train:
+            raise DnwError("exclude_families holds out every transformation: nothing to train")
+        return train
+
     def concepts(self, split: str | None = None) -> list[Concept]:
-        return catalogue.concepts(split)
+        if split is not None:
+            catalogue.concepts(split)  # an unknown split: a one-line error
+        return [c for c in self._concepts if split is None or c.split == split]
 
     def get_concept(self, id_or_prompt: str) -> Concept:
         """A catalogue concept by id or prompt, or any ``family-value[+...]`` id (such as a
         sampled ``rotate-23.7``), whose split follows the catalogue's rules."""
         found = catalogue.find(id_or_prompt)
-        if found is not None:
-            return found
-        try:
-            return catalogue.parse_concept(id_or_prompt)
-        except UnknownNameError:  # not an id: a prompt, or an error naming close ids
-            return super().get_concept(id_or_prompt)
+        if found is None:
+            try:
+                found = catalogue.parse_concept(id_or_prompt)
+            except UnknownNameError:  # not an id: a prompt, or an error naming close ids
+                found = super().get_concept(id_or_prompt)
+        return catalogue.excluding(found, self.exclude_families)
 
     def make_data(
         self,
@@ -135,7 +167,7 @@ class DigitsTask(Task):
         return {"x": x.contiguous(), "y": y}
 
     def sample_concept(self, generator: Any) -> Concept:
-        return catalogue.sample_concept(generator)
+        return catalogue.sample_concept(generator, self._train)
 
     def loss(self, output: Any, batch: Mapping[str, Any]) -> Any:
         """Cross-entropy of the logits against the digit labels."""
