@@ -348,3 +348,27 @@ def test_exclude_families_holds_whole_families_out_of_everything_trained(regs):
     assert task.get_concept("scale-0.8").split == "train"
     with pytest.raises(DnwError, match="closest: rotate"):
         create_task("digits", registries=regs, exclude_families="rotat")
+
+
+def test_the_digits_benchmark_targets_what_the_standard_fine_tune_reaches(tmp_path):
+    """Scratch ends below the digits base's own accuracy, so the target is the standard LoRA
+    fine-tune's final value: every init's steps to it are comparable (standard reaches it)."""
+    from click.testing import CliRunner
+
+    from denoised_weights.cli import create_cli
+
+    cli = create_cli(get_plugin_manager())
+    args = ["benchmark", "--task", "digits", "--preset", "tiny", "--out", str(tmp_path / "b")]
+    result = CliRunner().invoke(cli, [*args, "--inits", "scratch,standard,mean"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["config"]["target_init"] == "standard"
+    comparisons = list((tmp_path / "b" / "runs").glob("*/seed*/comparison.json"))
+    assert comparisons
+    for path in comparisons:
+        comp = json.loads(path.read_text())
+        assert comp["target"] == comp["inits"]["standard"]["final"]
+        assert comp["inits"]["standard"]["steps_to_target"] is not None
+    assert "Target: standard's final" in (tmp_path / "b" / "report.md").read_text()
+    refused = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "c"), "--inits", "scratch,mean"])
+    assert refused.exit_code != 0 and "must include scratch and standard" in refused.output

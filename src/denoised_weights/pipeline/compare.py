@@ -49,14 +49,16 @@ def compare_inits(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     registries: Registries | None = None,
+    target_init: str = "scratch",
 ) -> dict[str, Any]:
     """Fine-tune one concept from every init with the same data and schedule.
 
-    The target is scratch's final value of the task's target metric (or the first init's,
-    without scratch). Returns ``{"concept", "prompt", "metric", "target", "inits": {init:
-    row}}``; each row has the step and seconds at which the init first reaches the target
-    (None if never), its step-0 and final value and the speed-up versus the reference. Each
-    run resumes if its folder exists with the same settings.
+    The target is ``target_init``'s final value of the task's target metric (default
+    scratch's; the first init's when that init is not run). Returns ``{"concept", "prompt",
+    "metric", "target", "target_init", "inits": {init: row}}``; each row has the step and
+    seconds at which the init first reaches the target (None if never), its step-0 and final
+    value and the speed-up versus the reference. Each run resumes if its folder exists with
+    the same settings.
     """
     workdir = Path(workdir)
     opts = options or FinetuneOptions()
@@ -96,7 +98,7 @@ def compare_inits(
             overwrite=overwrite,
             registries=registries,
         )
-    reference = curves.get("scratch") or next(iter(curves.values()))
+    reference = curves.get(target_init) or next(iter(curves.values()))
     target = reference["points"][-1][key]
     ref_hit = steps_to_reach(reference["points"], target, key, higher_is_better=higher)
     rows = {}
@@ -126,6 +128,7 @@ def compare_inits(
         "metric": key,
         "higher_is_better": higher,
         "target": target,
+        "target_init": target_init if target_init in curves else next(iter(curves)),
         "max_steps": opts.max_steps,
         "seed": opts.seed,
         "inits": rows,

@@ -169,7 +169,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"Task `{cfg.get('task')}`, preset `{cfg.get('preset')}`: "
         f"{s['concepts']} held-out concepts x "
         f"{s['seeds']} seed(s), {cfg.get('max_steps')} "
-        f"steps each. Target: scratch's final eval {m} "
+        f"steps each. Target: {cfg.get('target_init', 'scratch')}'s final eval {m} "
         f"({direction} is better; reached means at least as good). Medians over concepts, "
         "[interquartile range]; a concept's figure is first averaged over its seeds. Seconds are "
         "training time plus init time (generation for `generated`), evaluation excluded.",
@@ -267,7 +267,7 @@ def plot_curves(out: Path, results: dict[str, Any]) -> list[Path]:
                 continue
             pts = read_json(curve_path)["points"]
             ax.plot([p["train_seconds"] for p in pts], [p[m] for p in pts], marker=".", label=init)
-            if init == "scratch":
+            if init == cfg.get("target_init", "scratch"):
                 target = pts[-1][m]
         if target is not None:
             ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="target")
@@ -327,7 +327,8 @@ def plot_speedups(out: Path, results: dict[str, Any]) -> Path:
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(inits)), inits)
     ax.set_yscale("log")
-    ax.set_ylabel(f"speed-up to scratch's final {_metric(results)} (median)")
+    target = results["config"].get("target_init", "scratch")
+    ax.set_ylabel(f"speed-up to {target}'s final {_metric(results)} (median)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "plots" / "speedups.png"
