@@ -48,12 +48,12 @@ for split in A B; do
     fit "$S/gen-$mode-10000" "$S/bench/dataset" "$S/bench/base" 10000 $mode "${opts[@]}"
     step0 "$S/step0-$mode-10000" "$S/bench" "$S/gen-$mode-10000" generated "${opts[@]}"
   done
-  python "$TOOLS/compare_step0.py" "$S/bench" \
+  ${PY:-python} "$TOOLS/compare_step0.py" "$S/bench" \
      examples=$S/step0-examples-10000 text-task=$S/step0-text-10000 both=$S/step0-both-10000 \
      nearest-examples=$S/step0-examples-10000:nearest-examples --refs nearest-examples \
      --json "$S/compare.json" > "$S/compare.md"
 done
-python "$TOOLS/compare_step0.py" "$R/A/bench" \
+${PY:-python} "$TOOLS/compare_step0.py" "$R/A/bench" \
    $(for n in 300 1000 3000 10000; do echo "examples-$n=$R/A/step0-examples-$n"; done) \
    --json "$R/A/scaling.json" > "$R/A/scaling.md"
 echo "EXPERIMENT_DONE: $R/A/compare.md $R/B/compare.md $R/A/scaling.md"
