@@ -121,7 +121,7 @@ def test_shared_down_projections_are_fixed_orthogonal_and_not_generated(tmp_path
 def test_few_shot_and_oracle_inits_count_their_fitting_steps(
     tmp_path, tiny_base, tiny_dataset, tiny_generator
 ):
-    for init in ("fine-generated", "blend"):
+    for init in ("fine-generated", "blend", "blend-random", "nearest-tuned"):
         curve = dnw.finetune(
             tmp_path / init,
             concept="gamma-2.2",
@@ -180,3 +180,35 @@ def test_interpolate_mixes_the_two_bracketing_trained_values(tmp_path, tiny_base
         task.get_concept("gamma-2.2").prompt, task=task
     )
     assert all(torch.equal(near[k], hi[k]) for k in hi)  # 2.2 is closer to 2.5 than to 1.8
+
+
+def test_the_few_shot_controls_fit_from_retrieval_and_random_lora(tiny_base, tiny_dataset):
+    """nearest-tuned trains the retrieved LoRA for its steps; blend-random starts at the mean
+    and mixes LoRAs drawn by the seed."""
+    from denoised_weights.core.lora import apply_lora
+    from denoised_weights.generators.baselines import MeanInit, NearestInit
+    from denoised_weights.generators.fewshot import BlendRandomInit, NearestTunedInit
+    from denoised_weights.pipeline.base import load_base
+
+    task = dnw.create_task("image-translation")
+    arch = dnw.create_architecture("e2gan", "tiny")
+    base, carry = load_base(tiny_base, arch)
+    data = task.make_data(task.get_concept("gamma-2.2"), arch=arch, split="train", n=8, seed=0)
+    tuned = NearestTunedInit(tiny_dataset, fit_steps=3)
+    retrieved = NearestInit(tiny_dataset).generate("gamma 2.2")
+    model = apply_lora(base, arch.lora_spec())
+    state = tuned.initialise("gamma 2.2", arch=arch, model=model, task=task, data=data, carry=carry)
+    assert state.keys() == retrieved.keys() and tuned.training_steps == 3
+    assert any(not torch.equal(state[k], retrieved[k]) for k in state)  # it trained
+    assert all(torch.equal(v, retrieved[k]) for k, v in tuned.initialise("gamma 2.2").items())
+    control = BlendRandomInit(tiny_dataset, k=2, fit_steps=2)
+    cands = control.candidates("gamma 2.2", seed=1)
+    mean = MeanInit(tiny_dataset).generate("")
+    assert len(cands) == 3 and all(torch.equal(cands[0][k], mean[k]) for k in mean)
+    assert all(
+        torch.equal(a[k], b[k])
+        for a, b in zip(cands, control.candidates("x", seed=1), strict=True)
+        for k in a
+    )
+    fitted = control.initialise("x", arch=arch, model=model, task=task, data=data, seed=1)
+    assert fitted.keys() == mean.keys()

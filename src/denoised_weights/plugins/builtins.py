@@ -40,3 +40,5 @@ def register_generators(register):
     few = "denoised_weights.generators.fewshot"  # few-shot: fitted on the new concept's data
     register("fine-generated", f"{few}:FineGeneratedInit")
     register("blend", f"{few}:BlendInit")
+    register("blend-random", f"{few}:BlendRandomInit")  # the few-shot inits' controls
+    register("nearest-tuned", f"{few}:NearestTunedInit")
