@@ -1,10 +1,13 @@
 """Every option's default and help are written once, in the option dataclasses of
-:mod:`denoised_weights.pipeline.options`: the commands' options are made from them and the API
-takes them as keywords."""
+:mod:`denoised_weights.pipeline.options` (a plugin's commands: the plugin's own, such as
+:mod:`denoised_weights.plugins.image_translation.options`): the commands' options are made from
+them and the API takes them as keywords."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -25,6 +28,14 @@ from denoised_weights.pipeline.options import (
     FitConfig,
     GenerateOptions,
     InitOptions,
+    SpeedOptions,
+)
+from denoised_weights.plugins.image_translation import export as export_module
+from denoised_weights.plugins.image_translation import translate as translate_module
+from denoised_weights.plugins.image_translation.options import (
+    ExportOptions,
+    TranslateOptions,
+    TranslatorSpec,
 )
 
 #: command -> (its option dataclasses, the API call behind it, whether every field is an option)
@@ -37,6 +48,9 @@ COMMANDS = {
     "generate": ((GenerateOptions,), api.generate, True),
     "benchmark": ((BenchmarkSpec,), api.benchmark, True),
     "demo": ((DemoOptions,), api.demo, True),
+    "speed": ((SpeedOptions,), api.speed, True),
+    "translate": ((TranslatorSpec, TranslateOptions), translate_module.translate, True),
+    "export": ((ExportOptions,), export_module.export, True),
 }
 
 
@@ -60,12 +74,15 @@ def test_options_are_made_from_the_dataclass_fields(cli, name):
         assert getattr(param, "dataclass_field", None) == (cls, field_name), (
             f"dnw {name} {param.opts[0]} is written by hand; make it from {cls.__name__}"
         )
-        assert param.default == cli_default(cls, f), param.opts
+        if field_name in _required(cls):
+            assert param.required, param.opts
+        else:
+            assert param.default == cli_default(cls, f), param.opts
         assert param.help == cli_help(f), param.opts
     # the API takes the fields as keywords and declares none of them (no second default)
     signature = inspect.signature(call).parameters
     named = sorted(set(signature) & set(fields))
-    assert not named, f"api.{call.__name__} repeats {named}: take them through **options"
+    assert not named, f"{call.__module__}.{call.__name__} repeats {named}: take them as **options"
     assert any(p.kind is p.VAR_KEYWORD for p in signature.values())
 
 
@@ -78,6 +95,9 @@ def test_options_are_made_from_the_dataclass_fields(cli, name):
         ("finetune", ["--out", "o"], (ConceptData, InitOptions, FinetuneOptions)),
         ("benchmark", ["--out", "o"], ()),
         ("demo", [], (DemoOptions,)),
+        ("speed", [], (SpeedOptions,)),
+        ("translate", ["in.png", "--out", "o"], (TranslatorSpec, TranslateOptions)),
+        ("export", ["--out", "o.onnx", "--adapter", "a"], (ExportOptions,)),
     ],
 )
 def test_a_command_without_options_calls_the_api_with_the_dataclass_defaults(
@@ -89,7 +109,8 @@ def test_a_command_without_options_calls_the_api_with_the_dataclass_defaults(
         seen.update(kwargs)
         raise SystemExit(0)  # before the command reads what the call wrote
 
-    monkeypatch.setattr(api, COMMANDS[name][1].__name__, called)
+    call = COMMANDS[name][1]  # the command looks it up in its module when it runs
+    monkeypatch.setattr(sys.modules[call.__module__], call.__name__, called)
     (tmp_path / "d").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -97,8 +118,27 @@ def test_a_command_without_options_calls_the_api_with_the_dataclass_defaults(
     assert result.exit_code == 0 and seen, result.output
     for cls in classes:
         given = {f.name: seen[f.name] for f in cli_fields(cls)}
-        defaults = {f.name: getattr(cls(), f.name) for f in cli_fields(cls)}
+        required = {k: v for k, v in given.items() if k in _required(cls)}
+        defaults = {f.name: getattr(cls(**required), f.name) for f in cli_fields(cls)}
         assert {k: getattr(cls(**given), k) for k in given} == defaults, cls.__name__
+
+
+def _required(cls: type) -> set[str]:
+    """The fields of ``cls`` without a default (required options)."""
+    missing = dataclasses.MISSING
+    return {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is missing and f.default_factory is missing
+    }
+
+
+def test_a_field_without_a_default_is_a_required_option(cli):
+    params = {p.name: p for p in cli.commands["export"].params}
+    assert _required(ExportOptions) == {"adapter"} and params["adapter"].required
+    assert not any(params[name].required for name in ("base", "format", "n_check"))
+    missing = CliRunner().invoke(cli, ["export", "--out", "o.onnx"])
+    assert missing.exit_code == 2 and "--adapter" in missing.output
 
 
 class _InitPlugin:
@@ -119,7 +159,7 @@ def test_lists_of_names_come_from_the_registries():
         return " ".join(CliRunner().invoke(cli, [*args, "--help"], **wide).output.split())
 
     finetune = help_of("finetune")
-    assert "Available: scratch, standard, blend, fine," in finetune and "my-own-init" in finetune
+    assert "Available: scratch, standard, blend," in finetune and "my-own-init" in finetune
     for command in ("compare", "benchmark", "demo"):
         assert "my-own-init" in help_of(command), command
     fit = help_of("fit")
@@ -143,6 +183,14 @@ def test_lists_of_names_come_from_the_registries():
         (lambda: GenerateOptions(steps=0), "--steps must be an integer in [1, 1000]"),
         (lambda: GenerateOptions(start="x"), "unknown --start 'x'"),
         (lambda: GenerateOptions(guidance=0), "--guidance must be a finite number in (0, 10]"),
+        (lambda: SpeedOptions(rounds=0), "--rounds must be an integer in [1, 10000]"),
+        (lambda: SpeedOptions(threads=(1, 0)), "--threads: give one or more positive"),
+        (lambda: SpeedOptions(threads="1,x"), "--threads: '1,x' is not a list of integers"),
+        (lambda: DemoOptions(n_concepts=0), "--concepts must be an integer in [1, 100]"),
+        (lambda: TranslatorSpec(seed=-1), "--seed must be an integer from 0 to 4294967295"),
+        (lambda: TranslateOptions(tile=8192), "--tile must be an integer in [16, 4096]"),
+        (lambda: ExportOptions("a", format="png"), "unknown --format 'png'"),
+        (lambda: ExportOptions("a", n_check=0), "--check-images must be an integer in [1, 1024]"),
     ],
 )
 def test_the_api_checks_the_bounds_the_command_line_checks(make, message):
@@ -154,3 +202,9 @@ def test_the_api_checks_the_bounds_the_command_line_checks(make, message):
 def test_unknown_api_keywords_are_named():
     with pytest.raises(TypeError, match=r"unexpected keyword argument.*max_step\b"):
         api.finetune("nowhere", max_step=3)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*round\b"):
+        api.speed(round=3)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*tiles\b"):
+        translate_module.translate("nowhere", "out", tiles=3)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*check_image\b"):
+        export_module.export("out.onnx", adapter="a", check_image=3)

@@ -349,37 +349,26 @@ def speed(
     task: str | Task | None = None,
     task_options: dict[str, Any] | None = None,
     architecture: str | None = None,
-    preset: str | None = None,
-    base: str | Path | None = None,
-    generator: str | Path | None = None,
-    threads: Sequence[int] = (1, 2),
-    rounds: int = 20,
-    collect_concepts: int = 0,
-    collect_workers: int = 2,
     registries: Registries | None = None,
     echo: Any = print,
+    **options: Any,
 ) -> list[dict[str, Any]]:
-    """``dnw speed``: the cost of training on this machine (rows of the speed table)."""
+    """``dnw speed``: the cost of training on this machine (rows of the speed table, one set per
+    thread count; ``options``: the fields of
+    :class:`~denoised_weights.pipeline.options.SpeedOptions`)."""
+    from denoised_weights.pipeline.options import SpeedOptions, split_options
     from denoised_weights.pipeline.speed import measure_speed
 
-    t, arch = _setup(task, task_options, architecture, preset, registries)
-    base = base or pack_part(t, "base", preset)
+    (opts,) = split_options("speed", options, SpeedOptions)
+    t, arch = _setup(task, task_options, architecture, opts.preset, registries)
+    base = opts.base or pack_part(t, "base", opts.preset)
     if base is None:
         raise DnwError(f"no pretrained base for task {t.name!r} and this preset; pass --base DIR")
-    generator = generator or pack_part(t, "generator", preset)
+    generator = opts.generator or pack_part(t, "generator", opts.preset)
+    opts = replace(opts, base=base, generator=generator)
     rows = []
-    for n in threads:
-        rows += measure_speed(
-            t,
-            arch,
-            base=Path(base),
-            generator=Path(generator) if generator else None,
-            threads=n,
-            rounds=rounds,
-            collect_concepts=collect_concepts,
-            collect_workers=collect_workers,
-            echo=echo,
-        )
+    for n in opts.threads:
+        rows += measure_speed(t, arch, opts, threads=n, echo=echo)
     return rows
 
 
@@ -478,7 +467,6 @@ def benchmark(
 
 
 def demo(
-    workdir: str | Path = "runs/demo",
     *,
     task: str | Task | None = None,
     task_options: dict[str, Any] | None = None,
@@ -496,7 +484,7 @@ def demo(
     from denoised_weights.pretrained import shipped_pack
 
     (opts,) = split_options("demo", options, DemoOptions)
-    from_scratch, preset = opts.from_scratch, opts.preset
+    from_scratch, preset, workdir = opts.from_scratch, opts.preset, opts.workdir
     t = resolve_task(task, registries, **(task_options or {}))
     pack = None if from_scratch or preset != "demo" else shipped_pack(t.name)
     echo(
@@ -506,7 +494,7 @@ def demo(
     )
     spec = BenchmarkSpec(
         preset=preset,
-        out=Path(workdir),
+        out=workdir,
         base=pack / "base" if pack else None,
         generator=pack / "generator" if pack else None,
         concepts=held_out_concepts(t, opts.n_concepts),

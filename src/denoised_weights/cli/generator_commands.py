@@ -15,7 +15,12 @@ from denoised_weights.cli.options import (
     parse_task_options,
     task_options,
 )
-from denoised_weights.pipeline.options import FitConfig, GenerateOptions
+from denoised_weights.pipeline.options import (
+    FitConfig,
+    GenerateOptions,
+    SpeedOptions,
+    thread_counts,
+)
 
 
 @click.command()
@@ -166,93 +171,33 @@ def short(text: str, limit: int = 60) -> str:
 
 @click.command()
 @task_options
-@click.option("--preset", "-p", default=None, help="Architecture preset (default: the task's).")
-@click.option(
-    "--base",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Base model (default: the shipped pack's).",
-)
-@click.option(
-    "--generator",
-    "-g",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Fitted generator for the task-loss fit and generation rows (default: the pack's).",
-)
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option(
-    "--rounds",
-    type=click.IntRange(1, 10_000),
-    default=20,
-    show_default=True,
-    help="Interleaved rounds per measurement (medians are reported).",
-)
-@click.option(
-    "--collect",
-    "collect_concepts",
-    type=click.IntRange(0, 10_000),
-    default=0,
-    show_default=True,
-    help="Also collect this many concepts with the README recipe (concepts per hour).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=2,
-    show_default=True,
-    help="Processes for --collect.",
-)
+@dataclass_options(SpeedOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.pass_context
-def speed(
-    ctx,
-    task,
-    task_option,
-    photos,
-    preset,
-    base,
-    generator,
-    threads,
-    rounds,
-    collect_concepts,
-    workers,
-    as_json,
-) -> None:
+def speed(ctx, task, task_option, photos, as_json, **options) -> None:
     """What training costs on this machine: matmul rate, full vs LoRA steps (peft's and the
     engine's), task-loss fit, generation and collection, as ratios measured in one run."""
     from denoised_weights import api
-    from denoised_weights.cli.options import csv
-    from denoised_weights.pipeline.speed import format_table
 
+    given = options_from(SpeedOptions, options)
     try:
-        counts = [int(x) for x in csv(threads)]
-    except ValueError:
-        raise click.BadParameter(
-            f"{threads!r} is not a list of integers", param_hint="--threads"
-        ) from None
-    if not counts or any(n < 1 for n in counts):
-        raise click.BadParameter(
-            "give one or more positive thread counts, e.g. 1,2", param_hint="--threads"
-        )
-    existing_dir("--base", base, "a base model folder made by 'dnw base'")
-    existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
+        given["threads"] = thread_counts(given["threads"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--threads") from None
+    existing_dir("--base", given["base"], "a base model folder made by 'dnw base'")
+    existing_dir("--generator", given["generator"], "a generator folder made by 'dnw fit'")
     rows = api.speed(
         task=task,
         task_options=parse_task_options(task_option, photos),
-        preset=preset,
-        base=base,
-        generator=generator,
-        threads=counts,
-        rounds=rounds,
-        collect_concepts=collect_concepts,
-        collect_workers=workers,
+        **given,
         registries=registries_of(ctx),
         echo=lambda m: click.echo(m, err=True),
     )
     if as_json:
         echo_json(rows)
     else:
+        from denoised_weights.pipeline.speed import format_table
+
         click.echo(format_table(rows))
 
 

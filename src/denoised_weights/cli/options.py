@@ -319,6 +319,9 @@ def _option(cls: type, f: dataclasses.Field) -> click.Option:
     default = cli_default(cls, f)
     shown = default is not None and default is not False and default != ()
     attrs: dict[str, Any] = {"default": default, "help": cli_help(f), "show_default": shown}
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        del attrs["default"]  # a field without a default: a required option (no default given)
+        attrs["required"] = True
     low, high = meta.get("low"), meta.get("high")
     if kind is bool:
         if default:
@@ -359,8 +362,9 @@ def dataclass_options(
 ) -> Callable:
     """A decorator that adds one click option per field of the dataclass ``cls`` (all, or
     ``only`` those, less ``exclude``): the field's type, default, help, bounds and choices make
-    the option (:func:`denoised_weights.core.config.field`), so they are written once. The
-    command receives each under the field's name; :func:`options_from` reads them back."""
+    the option (:func:`denoised_weights.core.config.field`), so they are written once; a field
+    without a default is a required option. The command receives each under the field's name;
+    :func:`options_from` reads them back."""
     fields = cli_fields(cls, only, exclude)
 
     def decorate(fn: Callable) -> Callable:

@@ -345,7 +345,6 @@ def benchmark(ctx, task, task_option, photos, out, device, overwrite, **options)
 
 @click.command()
 @task_options
-@click.option("--workdir", type=OUT, default=Path("runs/demo"), show_default=True)
 @dataclass_options(DemoOptions)
 @click.option(
     "--device",
@@ -354,17 +353,18 @@ def benchmark(ctx, task, task_option, photos, out, device, overwrite, **options)
     help="auto (CUDA when present, else CPU), cpu, cuda.",
 )
 @click.pass_context
-def demo(ctx, task, task_option, photos, workdir, device, **options) -> None:
+def demo(ctx, task, task_option, photos, device, **options) -> None:
     """The main job: a base and a generator (pretrained or built here, resumable), then
     unseen concepts fine-tuned from every init, with the headline table and plots."""
     from denoised_weights import api
     from denoised_weights.pipeline.report import headline_table
 
+    given = options_from(DemoOptions, options)
+    workdir = given["workdir"]
     results = api.demo(
-        workdir,
         task=task,
         task_options=parse_task_options(task_option, photos),
-        **options_from(DemoOptions, options),
+        **given,
         device=device,
         registries=registries_of(ctx),
         echo=click.echo,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -486,8 +487,13 @@ class BenchmarkSpec:
 
 @dataclass
 class DemoOptions:
-    """What ``dnw demo`` builds and runs (the workdir and device are given beside these)."""
+    """What ``dnw demo`` builds and runs, and where (the device is given beside these)."""
 
+    workdir: Path = field(
+        Path("runs/demo"),
+        help="folder of the run (resumable): results, report, plots and pictures",
+        path="dir",
+    )
     from_scratch: bool = field(
         False, help="build base, dataset and generator here instead of using the pretrained pack"
     )
@@ -510,8 +516,65 @@ class DemoOptions:
     )
 
     def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
         self.inits = tuple(self.inits or DEMO_INITS)
         check_seed(self.seed)
+        check_fields(self)
+
+
+def thread_counts(values: Any) -> tuple[int, ...]:
+    """Thread counts (``"1,2"``, or a sequence of numbers or their texts) as positive integers;
+    a ValueError says what is wrong."""
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    items = list(values or ())
+    try:
+        counts = tuple(int(v) if isinstance(v, str) else operator.index(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"{','.join(map(str, items))!r} is not a list of integers") from None
+    if not counts or any(n < 1 for n in counts):
+        raise ValueError("give one or more positive thread counts, e.g. 1,2")
+    return counts
+
+
+@dataclass
+class SpeedOptions:
+    """What ``dnw speed`` measures: the base and generator it times, with how many threads, in
+    how many rounds, and how many concepts it collects (the task is given beside these)."""
+
+    preset: str | None = field(
+        None, help="architecture preset (default: the task's)", flags=("--preset", "-p")
+    )
+    base: Path | None = field(None, help="base model (default: the shipped pack's)", path="dir")
+    generator: Path | None = field(
+        None,
+        help="fitted generator for the task-loss fit and generation rows (default: the pack's)",
+        flags=("--generator", "-g"),
+        path="dir",
+    )
+    threads: tuple[int, ...] = field((1, 2), help="comma-separated thread counts")
+    rounds: int = field(
+        20, help="interleaved rounds per measurement (medians are reported)", low=1, high=10_000
+    )
+    collect_concepts: int = field(
+        0,
+        help="also collect this many concepts with the README recipe (concepts per hour)",
+        flags=("--collect",),
+        low=0,
+        high=10_000,
+    )
+    collect_workers: int = field(
+        2, help="processes for --collect", flags=("--workers",), low=1, high=256
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("base", "generator"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+        try:
+            self.threads = thread_counts(self.threads)
+        except ValueError as exc:
+            raise DnwError(f"--threads: {exc}") from None
         check_fields(self)
 
 
@@ -544,5 +607,7 @@ __all__ = [
     "FitConfig",
     "GenerateOptions",
     "InitOptions",
+    "SpeedOptions",
     "split_options",
+    "thread_counts",
 ]

@@ -8,6 +8,7 @@ Rows: the matmul rate; a full training step (scratch); a LoRA step through peft'
 the engine's LoRA step (merged layers, :mod:`denoised_weights.core.fastlora`); the generator's
 task-loss fit step (concepts per second, with peft's layers and with the engine's); one-step
 generation of every block; and, with ``collect_concepts``, collection in concepts per hour.
+The options (:class:`~denoised_weights.pipeline.options.SpeedOptions`) are those of ``dnw speed``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 import torch
 
 from denoised_weights.core.engine import architecture_step
+from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import TargetArchitecture, Task
 from denoised_weights.core.lora import apply_lora
+from denoised_weights.pipeline.options import SpeedOptions
 
 
 def matmul_rate(n: int = 2048, reps: int = 5) -> float:
@@ -137,19 +140,21 @@ def _task_fit_steps(
 def measure_speed(
     task: Task,
     arch: TargetArchitecture,
+    options: SpeedOptions,
     *,
-    base: Path,
-    generator: Path | None,
     threads: int,
-    rounds: int = 20,
     batch_size: int = 8,
     task_concepts: int = 4,
     task_batch: int = 8,
-    collect_concepts: int = 0,
-    collect_workers: int = 2,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The speed table's rows on this machine with ``threads`` compute threads."""
+    """The speed table's rows on this machine with ``threads`` compute threads (one of
+    ``options.threads``): steps on ``options.base`` (a folder; the API fills in the pack's),
+    task-loss fit and generation rows when ``options.generator`` is given, collection rows
+    when ``options.collect_concepts`` is."""
+    if options.base is None:
+        raise DnwError("--base DIR is needed (a base model from 'dnw base')")
+    base, generator, rounds = Path(options.base), options.generator, options.rounds
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rate = matmul_rate()
@@ -193,9 +198,11 @@ def measure_speed(
                 }
             )
         rows.append(_generation_row(generator, threads, rate, rounds))
-    if collect_concepts:
+    if options.collect_concepts:
         rows.append(
-            _collection_row(task, arch, base, collect_concepts, collect_workers, threads, echo)
+            _collection_row(
+                task, arch, base, options.collect_concepts, options.collect_workers, threads, echo
+            )
         )
     return rows
 

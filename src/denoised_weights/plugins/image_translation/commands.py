@@ -9,8 +9,6 @@ from typing import Any
 
 import click
 
-SEED = click.IntRange(0, 2**32 - 1)
-
 
 def _registries(ctx: click.Context) -> Any:
     obj = ctx.find_root().obj
@@ -158,6 +156,9 @@ def add_commands(cli: click.Group) -> None:
 
 
 def add_translate(cli: click.Group) -> None:
+    from denoised_weights.cli.options import dataclass_options, options_from
+    from denoised_weights.plugins.image_translation.options import TranslateOptions, TranslatorSpec
+
     @cli.command()
     @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
     @click.option(
@@ -167,66 +168,9 @@ def add_translate(cli: click.Group) -> None:
         type=click.Path(file_okay=False, path_type=Path),
         help="Output folder (PNGs, one per input, same size; never an input folder).",
     )
-    @click.option(
-        "--adapter",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="PEFT adapter folder (dnw finetune's adapter/, or dnw generate's output).",
-    )
-    @click.option(
-        "--prompt",
-        default=None,
-        help="Or a concept prompt: generate the adapter first (into OUT/adapter).",
-    )
-    @click.option(
-        "--base",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Base model folder (default: the pretrained pack's).",
-    )
-    @click.option(
-        "--generator",
-        "-g",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Generator for --prompt (default: the pack's).",
-    )
-    @click.option(
-        "--resolution",
-        default="128",
-        show_default=True,
-        help=(
-            "Shorter side the network sees (the model's scale; the change is carried "
-            "back to full size), or 'native' to run at the file's own resolution."
-        ),
-    )
-    @click.option(
-        "--tile",
-        type=click.IntRange(16, 4096),
-        default=256,
-        show_default=True,
-        help="Tile side for images too large to run whole.",
-    )
-    @click.option(
-        "--overlap",
-        type=click.IntRange(0, 2048),
-        default=32,
-        show_default=True,
-        help="Pixels shared by neighbouring tiles (blended).",
-    )
-    @click.option(
-        "--max-full-pixels",
-        type=click.IntRange(0),
-        default=None,
-        help="Run images up to this many pixels whole (default 512x512), tile larger ones.",
-    )
-    @click.option(
-        "--seed",
-        type=SEED,
-        default=0,
-        show_default=True,
-        help="Seed of the generated adapter (--prompt).",
-    )
+    @dataclass_options(TranslatorSpec, exclude=("seed",))
+    @dataclass_options(TranslateOptions)
+    @dataclass_options(TranslatorSpec, only=("seed",))
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
     @click.option(
         "--overwrite",
@@ -235,23 +179,7 @@ def add_translate(cli: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     @click.pass_context
-    def translate(
-        ctx,
-        inputs,
-        out,
-        adapter,
-        prompt,
-        base,
-        generator,
-        resolution,
-        tile,
-        overlap,
-        max_full_pixels,
-        seed,
-        device,
-        overwrite,
-        as_json,
-    ) -> None:
+    def translate(ctx, inputs, out, device, overwrite, as_json, **options) -> None:
         """Translate image files or folders (INPUT...) with base + adapter; each output the size of
         its input.
 
@@ -260,27 +188,13 @@ def add_translate(cli: click.Group) -> None:
 
         from tqdm.auto import tqdm
 
-        from denoised_weights.plugins.image_translation.translate import (
-            DEFAULT_MAX_FULL_PIXELS,
-            TranslateOptions,
-            translate,
-        )
+        from denoised_weights.plugins.image_translation.translate import translate
 
-        opts = TranslateOptions(
-            resolution=resolution,
-            tile=tile,
-            overlap=overlap,
-            max_full_pixels=DEFAULT_MAX_FULL_PIXELS if max_full_pixels is None else max_full_pixels,
-        )
         summary = translate(
             list(inputs),
             out,
-            base=base,
-            adapter=adapter,
-            prompt=prompt,
-            generator=generator,
-            seed=seed,
-            options=opts,
+            **options_from(TranslatorSpec, options),
+            **options_from(TranslateOptions, options),
             device=None if device == "auto" else device,
             overwrite=overwrite,
             registries=_registries(ctx),
@@ -300,6 +214,9 @@ def add_translate(cli: click.Group) -> None:
 
 
 def add_export(cli: click.Group) -> None:
+    from denoised_weights.cli.options import dataclass_options, options_from
+    from denoised_weights.plugins.image_translation.options import ExportOptions
+
     @cli.command(name="export")
     @click.option(
         "--out",
@@ -308,68 +225,7 @@ def add_export(cli: click.Group) -> None:
         type=click.Path(path_type=Path),
         help="FILE.onnx / FILE.safetensors, or a folder (gets model.onnx / model.safetensors).",
     )
-    @click.option(
-        "--adapter",
-        required=True,
-        type=click.Path(path_type=Path),
-        help="PEFT adapter folder to merge into the base.",
-    )
-    @click.option(
-        "--base",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Base model folder (default: the pretrained pack's).",
-    )
-    @click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["onnx", "safetensors"]),
-        default=None,
-        help="Default: from the --out suffix, else onnx.",
-    )
-    @click.option(
-        "--exporter",
-        type=click.Choice(["dynamo", "torchscript"]),
-        default="dynamo",
-        show_default=True,
-        help="torch.onnx.export's exporter (dynamo: torch.export-based).",
-    )
-    @click.option(
-        "--check-photos",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Photos to check the export on (default: the bundled photos).",
-    )
-    @click.option(
-        "--check-images",
-        "n_check",
-        type=click.IntRange(1, 1024),
-        default=16,
-        show_default=True,
-        help="256x256 crops compared with PyTorch.",
-    )
-    @click.option(
-        "--check-size",
-        type=click.IntRange(16, 4096),
-        default=256,
-        show_default=True,
-        help="Side of the check crops (and of the latency figure).",
-    )
-    @click.option(
-        "--threads",
-        type=click.IntRange(1, 256),
-        default=1,
-        show_default=True,
-        help="onnxruntime threads for the latency figure.",
-    )
-    @click.option(
-        "--plain-merge",
-        is_flag=True,
-        help=(
-            "ONNX: peft's merge as it is (its reflect-padded "
-            "convs then differ from the adapter at the border)."
-        ),
-    )
+    @dataclass_options(ExportOptions)
     @click.option(
         "--overwrite",
         is_flag=True,
@@ -380,40 +236,16 @@ def add_export(cli: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @click.pass_context
-    def export_command(
-        ctx,
-        out,
-        adapter,
-        base,
-        fmt,
-        exporter,
-        check_photos,
-        n_check,
-        check_size,
-        threads,
-        plain_merge,
-        overwrite,
-        as_json,
-    ) -> None:
+    def export_command(ctx, out, overwrite, as_json, **options) -> None:
         """Merge the adapter into the base (peft) and write ONNX (checked with onnxruntime) or
         safetensors."""
         import json
 
         from denoised_weights.plugins.image_translation.export import export
 
-        if fmt is None:
-            fmt = "safetensors" if out.suffix.lower() == ".safetensors" else "onnx"
         report = export(
             out,
-            base=base,
-            adapter=adapter,
-            format=fmt,
-            exporter=exporter,
-            check_photos=check_photos,
-            n_check=n_check,
-            check_size=check_size,
-            threads=threads,
-            plain_merge=plain_merge,
+            **options_from(ExportOptions, options),
             overwrite=overwrite,
             registries=_registries(ctx),
             echo=lambda line: click.echo(line, err=True),
@@ -421,6 +253,7 @@ def add_export(cli: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
+        fmt = report["format"]
         line = f"{report['file']}: {report['megabytes']:.2f} MiB, {fmt}"
         if fmt == "onnx":
             dyn = ", ".join(report["dynamic"]) or f"fixed {report['fixed_shape']}"

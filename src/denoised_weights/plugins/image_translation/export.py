@@ -42,12 +42,10 @@ from torch import nn
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.plugins import Registries
 from denoised_weights.plugins.image_translation.merge import ZeroPaddedDelta, merged_network
+from denoised_weights.plugins.image_translation.options import CHECK_SIZE, ExportOptions
 
-FORMATS = ("onnx", "safetensors")
-EXPORTERS = ("dynamo", "torchscript")
 ONNX_TOLERANCE = 1e-4
 OPSET = 18
-CHECK_SIZE = 256
 BORDER = 16
 
 
@@ -194,39 +192,34 @@ def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
 def export(
     out: str | Path,
     *,
-    base: str | Path | None = None,
-    adapter: str | Path | None = None,
-    format: str = "onnx",
-    exporter: str = "dynamo",
-    check_photos: str | Path | None = None,
-    n_check: int = 16,
-    check_size: int = CHECK_SIZE,
-    threads: int = 1,
-    plain_merge: bool = False,
     overwrite: bool = False,
     registries: Registries | None = None,
     echo: Any = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """``dnw export``: base + adapter merged by peft, written as ONNX (checked against PyTorch
     with onnxruntime, size and latency measured) or as a merged safetensors state dict.
-    Returns the report, also written beside the file (``<file>.json``).
+    Returns the report, also written beside the file (``<file>.json``). ``options``: the fields
+    of :class:`~denoised_weights.plugins.image_translation.options.ExportOptions` (``adapter``
+    is required; ``format`` defaults to ``out``'s suffix, else onnx).
 
     ``out`` ending in ``.onnx`` / ``.safetensors`` names the file: only that file (and its
     ``<file>.json`` report and ``<file>.run.json`` run record) is claimed, never the folder
     it is in. Any other ``out`` is a folder of its own that gets ``model.<format>``."""
     from denoised_weights.core.io import save_tensors, write_json
     from denoised_weights.core.outputs import claim_output, claim_output_file
+    from denoised_weights.pipeline.options import split_options
     from denoised_weights.plugins.image_translation.translate import load_translator
 
-    if format not in FORMATS:
-        raise DnwError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if exporter not in EXPORTERS:
-        raise DnwError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    (opts,) = split_options("export", options, ExportOptions)
+    base, adapter, exporter, threads = opts.base, opts.adapter, opts.exporter, opts.threads
+    check_photos, n_check, check_size = opts.check_photos, opts.n_check, opts.check_size
+    format = opts.format_for(out)
     say = echo or (lambda _line: None)
     folder, path = output_path(out, format)
     trained = load_translator(base, adapter, registries=registries)  # checks base and adapter
     info = trained.info
-    merge = "peft" if format == "safetensors" or plain_merge else "faithful"
+    merge = "peft" if format == "safetensors" or opts.plain_merge else "faithful"
     settings = {
         "base": str(Path(info["base"]).resolve()),
         "adapter": str(Path(info["adapter"]).resolve()),

@@ -52,52 +52,14 @@ from denoised_weights.plugins.image_translation.imagefiles import (
     save_png,
     to_pil,
 )
+from denoised_weights.plugins.image_translation.options import (
+    MULTIPLE,
+    TranslateOptions,
+    TranslatorSpec,
+)
 
-#: E2GAN downsamples twice by 2: inputs must be multiples of this
-MULTIPLE = 4
-DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 32
-DEFAULT_MAX_FULL_PIXELS = 512 * 512
-#: the shorter side at which the network sees a photo by default (the scale it learned)
-MODEL_SCALE = 128
 REPORT = "translate.json"
 ADAPTER_DIR = "adapter"
-
-
-@dataclass
-class TranslateOptions:
-    """How images go through the network (see the module docstring for the measurements)."""
-
-    resolution: str | int = MODEL_SCALE
-    tile: int = DEFAULT_TILE
-    overlap: int = DEFAULT_OVERLAP
-    max_full_pixels: int = DEFAULT_MAX_FULL_PIXELS
-    batch_size: int = 4
-
-    def __post_init__(self) -> None:
-        if isinstance(self.resolution, str) and self.resolution != "native":
-            try:
-                self.resolution = int(self.resolution)
-            except ValueError:
-                raise DnwError(
-                    f"--resolution must be 'native' or a number of pixels, got {self.resolution!r}"
-                ) from None
-        if isinstance(self.resolution, int) and self.resolution < MULTIPLE * 4:
-            raise DnwError(f"--resolution must be at least {MULTIPLE * 4} pixels")
-        if self.tile < MULTIPLE * 4 or self.tile % MULTIPLE:
-            raise DnwError(f"--tile must be a multiple of {MULTIPLE} of at least {MULTIPLE * 4}")
-        if not 0 <= self.overlap <= self.tile // 2:
-            raise DnwError(f"--overlap must be from 0 to half the tile ({self.tile // 2})")
-        if self.max_full_pixels < 0 or self.batch_size < 1:
-            raise DnwError("--max-full-pixels must be >= 0 and the batch size >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "resolution": self.resolution,
-            "tile": self.tile,
-            "overlap": self.overlap,
-            "max_full_pixels": self.max_full_pixels,
-        }
 
 
 # -- running the network at any size -----------------------------------------------------------
@@ -379,31 +341,41 @@ def translate(
     inputs: Sequence[str | Path] | str | Path,
     out: str | Path,
     *,
-    base: str | Path | None = None,
-    adapter: str | Path | None = None,
-    prompt: str | None = None,
-    generator: str | Path | None = None,
-    seed: int = 0,
     options: TranslateOptions | None = None,
     device: str | None = None,
     overwrite: bool = False,
     registries: Registries | None = None,
     echo: Callable[[str], None] | None = None,
     progress: bool = True,
+    **given: Any,
 ) -> dict[str, Any]:
     """``dnw translate``: every image of ``inputs`` (files and folders) translated into ``out``
     by base + adapter, each output the size of its input.
 
-    ``prompt`` instead of ``adapter`` generates the adapter first (into ``out/adapter``, with
-    ``generator``, default the shipped pack's). Unreadable files are skipped and named
-    (``echo``, and ``skipped`` in the result); a rerun with the same arguments resumes.
-    Returns the summary written to ``out/translate.json``."""
+    ``given``: the fields of :class:`TranslatorSpec` (``adapter``, or ``prompt``, which
+    generates the adapter first into ``out/adapter`` with ``generator``, default the shipped
+    pack's; ``base``; ``seed``) and of :class:`TranslateOptions` (or those as one ``options``),
+    both of :mod:`~denoised_weights.plugins.image_translation.options`. Unreadable files are
+    skipped and named (``echo``, and ``skipped`` in the result); a rerun with the same
+    arguments resumes. Returns the summary written to ``out/translate.json``."""
     from tqdm.auto import tqdm
 
     from denoised_weights.core.io import write_json
     from denoised_weights.core.outputs import claim_output
+    from denoised_weights.pipeline.options import split_options
 
-    opts = options or TranslateOptions()
+    if options is None:
+        spec, opts = split_options("translate", given, TranslatorSpec, TranslateOptions)
+    else:
+        (spec,) = split_options("translate", given, TranslatorSpec)
+        opts = options
+    base, adapter, prompt, generator, seed = (
+        spec.base,
+        spec.adapter,
+        spec.prompt,
+        spec.generator,
+        spec.seed,
+    )
     out = Path(out)
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     if (adapter is None) == (prompt is None):
@@ -496,6 +468,7 @@ def translate(
 __all__ = [
     "TranslateOptions",
     "Translator",
+    "TranslatorSpec",
     "load_translator",
     "pad_to_multiple",
     "plan_outputs",
