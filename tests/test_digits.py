@@ -372,3 +372,18 @@ def test_the_digits_benchmark_targets_what_the_standard_fine_tune_reaches(tmp_pa
     assert "Target: standard's final" in (tmp_path / "b" / "report.md").read_text()
     refused = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "c"), "--inits", "scratch,mean"])
     assert refused.exit_code != 0 and "must include scratch and standard" in refused.output
+
+
+def test_a_dataset_keeps_the_task_options_it_was_collected_with(tmp_path):
+    """A leave-family-out dataset is never topped up with the excluded families."""
+    import denoised_weights as dnw
+
+    dnw.train_base(tmp_path / "base", task="digits", preset="tiny", steps=2, eval_every=2)
+    held_out = {"task": "digits", "preset": "tiny", "checkpoints": 1, "max_steps": 2}
+    short = dict(eval_every=2, interval=1, n_train=8, n_eval=4, n_concepts=1)
+    opts = {"exclude_families": "rotate"}
+    dnw.collect(tmp_path / "base", tmp_path / "ds", task_options=opts, **held_out, **short)
+    with pytest.raises(DnwError, match=r"other task options \({'exclude_families': 'rotate'}\)"):
+        dnw.collect(tmp_path / "base", tmp_path / "ds", **held_out, **short)
+    again = dnw.collect(tmp_path / "base", tmp_path / "ds", task_options=opts, **held_out, **short)
+    assert len(again.concepts) == 1

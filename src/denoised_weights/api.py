@@ -424,6 +424,7 @@ def compare(
         n: _initialiser(n, t, preset, start.generator, start.data, registries) for n in inits
     }
     label = t.get_concept(what.concept).id if what.concept else str(pairs)
+    run_preset = t.presets.get(preset or t.default_preset)  # its target (digits: standard's)
     return compare_inits(
         t,
         arch,
@@ -437,6 +438,7 @@ def compare(
         initialisers=initialisers,
         options=opts,
         progress=progress,
+        target_init=run_preset.target_init if run_preset else "scratch",
         device=device,
         overwrite=overwrite,
         registries=registries,

@@ -42,12 +42,11 @@ def _await_job(target: Callable[..., Any], warm: Callable[[], None] | None, inbo
         warm()
     try:
         args = inbox.recv()
-    except EOFError:  # the parent ended before handing out any work
+    except EOFError:  # no work for this worker, or the parent has ended
         return
     finally:
         inbox.close()
-    if args is not None:
-        target(*args)
+    target(*args)
 
 
 class EarlyWorkers:
@@ -58,7 +57,8 @@ class EarlyWorkers:
     runs ``local()`` in this process meanwhile (the caller's own share) and waits for all.
     Used as a context manager: leaving it with an exception terminates the processes (their
     work resumes on a rerun); leaving it without having called ``run`` dismisses them.
-    ``target`` and ``warm`` must be importable (module level).
+    ``target`` and ``warm`` must be importable (module level). Errors name the workers from
+    ``first_number`` (1 where the caller itself is worker 0).
     """
 
     def __init__(
@@ -67,11 +67,12 @@ class EarlyWorkers:
         count: int,
         what: str,
         warm: Callable[[], None] | None = None,
+        first_number: int = 0,
     ) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        self.what = what
+        self.what, self.first_number = what, first_number
         self._outboxes: list[Any] = []
         self._procs: list[Any] = []
         for _ in range(count):
@@ -97,9 +98,9 @@ class EarlyWorkers:
             proc.join()
 
     def _dismiss(self) -> None:
+        """Close every outbox not closed yet: a waiting worker reads end-of-file and ends."""
         for outbox in self._outboxes:
             if not outbox.closed:
-                outbox.send(None)
                 outbox.close()
 
     def run(self, worker_args: Sequence[tuple], local: Callable[[], Any] | None = None) -> Any:
@@ -107,14 +108,22 @@ class EarlyWorkers:
         Raises a one-line error naming the failed workers."""
         if len(worker_args) > len(self._procs):
             raise ValueError(f"{len(worker_args)} jobs for {len(self._procs)} started workers")
-        for outbox, args in zip(self._outboxes, worker_args, strict=False):
-            outbox.send(tuple(args))
+        lost = set()
+        for w, (outbox, args) in enumerate(zip(self._outboxes, worker_args, strict=False)):
+            try:
+                outbox.send(tuple(args))
+            except OSError:  # it died while starting (BrokenPipeError): reported below
+                lost.add(w)
             outbox.close()
         self._dismiss()
         result = local() if local is not None else None
         for proc in self._procs:
             proc.join()
-        failed = [w for w, proc in enumerate(self._procs) if proc.exitcode != 0]
+        failed = [
+            w + self.first_number
+            for w, proc in enumerate(self._procs)
+            if proc.exitcode != 0 or w in lost
+        ]
         if failed:
             raise DnwError(
                 f"{self.what} worker(s) {failed} failed; rerun the same command to resume"

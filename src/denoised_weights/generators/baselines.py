@@ -230,12 +230,20 @@ class ScoredExamplesInit(_DatasetInit):
         device = next(model.parameters()).device
         batch = {k: v[: self.n_examples].to(device) for k, v in data.items()}
         names = lora_parameter_names(model)
+        if not self.candidates:
+            raise DnwError(f"scored-examples: {self.dataset.path} holds no LoRA to score")
+        missing = [k for k in self.candidates[0][1] if k not in names]
+        if missing:
+            raise DnwError(
+                f"scored-examples: the dataset's LoRAs have tensors the network lacks "
+                f"({missing[0]}); use a dataset collected for this network"
+            )
         was = model.training
         model.eval()
         try:
             out = []
             for concept, state in self.candidates:
-                params = {names[k]: v.to(device) for k, v in state.items() if k in names}
+                params = {names[k]: v.to(device) for k, v in state.items()}
                 loss = task.loss(functional_forward(arch, model, params, batch), batch)
                 out.append((concept, float(loss)))
             return out

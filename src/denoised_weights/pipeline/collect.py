@@ -15,6 +15,7 @@ progress is locked, so two commands on one folder share the work instead of coll
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -103,10 +104,20 @@ def prepare_dataset(
         old = read_json(path)
         old.setdefault("task", "image-translation")  # datasets from before tasks existed
         changed = [k for k in MAKING if normalise({k: old.get(k)})[k] != making[k]]
+        # task options (a leave-family-out split, a pair source) decide which concepts exist
+        if normalise({"o": old.get("task_options") or {}}) != normalise(
+            {"o": config.get("task_options") or {}}
+        ):
+            changed.append("task_options")
         if changed:
+            what = (
+                f"other task options ({old.get('task_options') or 'none'})"
+                if changed[0] == "task_options"
+                else f"another {changed[0].replace('_', ' ')}"
+            )
             raise DnwError(
-                f"{out} holds a dataset made with another {changed[0].replace('_', ' ')}; "
-                "use a new --out folder or the same options"
+                f"{out} holds a dataset made with {what}; use a new --out folder or the same "
+                "options"
             )
         return old
     if check_only:
@@ -461,12 +472,17 @@ def collect(
     # start now, so their start (imports: several seconds each) overlaps the checks below
     procs = 1
     if workers > 1:
-        started = (out / "dataset.json").is_file() and not overwrite
-        done = set(WeightDataset(out).concepts) if started else set()
+        done: set[str] = set()
+        if (out / DATASET_CONFIG).is_file() and not overwrite:
+            # a damaged manifest counts nothing done here: repair() below sets it aside
+            with contextlib.suppress(DnwError):
+                done = set(WeightDataset(out).concepts)
         procs = max(1, min(workers, sum(c not in done for c in mine)))
         if registries is not None and procs > 1:
             _check_rebuildable(task, arch, registries)
-    with EarlyWorkers(collect_shard, procs - 1, "collection", warm=_warm_worker) as others:
+    with EarlyWorkers(
+        collect_shard, procs - 1, "collection", warm=_warm_worker, first_number=1
+    ) as others:
         load_base(base, arch)  # a clear error before any work if the base does not fit
         config = dataset_config(task, arch, base, preset, opts)
         if world > 1:  # under torchrun: rank 0 creates the folder, the others check it

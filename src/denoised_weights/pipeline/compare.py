@@ -140,8 +140,9 @@ def compare_inits(
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown table: one row per (concept, init)."""
     metric = results[0].get("metric", "l1") if results else "l1"
+    target = results[0].get("target_init", "scratch") if results else "scratch"
     lines = [
-        f"| concept | init | {metric} at step 0 | final {metric} | steps to scratch's "
+        f"| concept | init | {metric} at step 0 | final {metric} | steps to {target}'s "
         f"final {metric} | seconds | speed-up (steps) | steps until it stays within 2% |",
         "|---|---|---|---|---|---|---|---|",
     ]
