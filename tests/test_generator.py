@@ -490,3 +490,22 @@ def test_unet_learns_which_block_each_prompt_wants():
         own = cos(out[c].flatten(), targets[c].flatten(), 0)
         other = cos(out[c].flatten(), targets[1 - c].flatten(), 0)
         assert own > 0.8 and own > other + 0.5
+
+
+def test_a_fit_checkpoints_between_validations_too(
+    tmp_path, tiny_dataset, fit_killed_at, monkeypatch
+):
+    """A long --val-every (experiments validate rarely) still leaves checkpoints to resume."""
+    from denoised_weights.core.io import load_tensors
+    from denoised_weights.pipeline import fit as fit_module
+
+    monkeypatch.setattr(fit_module, "CHECKPOINT_EVERY", 2)
+    opts = dict(text_encoder="hash", batch_size=8, max_steps=5, val_every=100)
+    unbroken = fit_module.fit(tiny_dataset, tmp_path / "a", **opts)
+    fit_killed_at(4, tiny_dataset, tmp_path / "b", **opts)  # no validation before the kill
+    resumed = fit_module.fit(tiny_dataset, tmp_path / "b", **opts)
+    weights = [
+        load_tensors(d / "model" / "diffusion_pytorch_model.safetensors")[0]
+        for d in (unbroken, resumed)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -33,25 +33,39 @@ step0() {  # step0 OUT BENCH GENERATOR INITS [TASK_OPTS...]
      --workers 2 --base "$bench/base" --data "$bench/dataset" --generator "$gen" --inits "$inits" "$@"
 }
 
-for split in A B; do
-  S=$R/$split; opts=(); [ $split = B ] && opts=(-T "exclude_families=$FAMILIES")
+bench() {  # bench SPLIT [TASK_OPTS...]: base, dataset, weights generator, references' step 0
+  local S=$R/$1; shift
   [ -f "$S/bench/step0.json" ] || OMP_NUM_THREADS=1 $D benchmark --task digits --preset small \
-     --out "$S/bench" --step0-only --workers 2 "${opts[@]}" \
+     --out "$S/bench" --step0-only --workers 2 "$@" \
      --inits standard,generated,mean,nearest,nearest-param,interpolate,scored-examples
-  sizes="10000"; [ $split = A ] && sizes="300 1000 3000 10000"
-  for n in $sizes; do
-    fit "$S/gen-examples-$n" "$S/bench/dataset" "$S/bench/base" $n examples "${opts[@]}"
-    inits=generated; [ $n = 10000 ] && inits=generated,nearest-examples
-    step0 "$S/step0-examples-$n" "$S/bench" "$S/gen-examples-$n" $inits "${opts[@]}"
-  done
-  for mode in text both; do
-    fit "$S/gen-$mode-10000" "$S/bench/dataset" "$S/bench/base" 10000 $mode "${opts[@]}"
-    step0 "$S/step0-$mode-10000" "$S/bench" "$S/gen-$mode-10000" generated "${opts[@]}"
-  done
+}
+generator() {  # generator SPLIT MODE CONCEPTS [TASK_OPTS...]: fit, then its step-0 table
+  local S=$R/$1 mode=$2 n=$3; shift 3
+  local inits=generated; [ "$mode$n" = examples10000 ] && inits=generated,nearest-examples
+  fit "$S/gen-$mode-$n" "$S/bench/dataset" "$S/bench/base" "$n" "$mode" "$@"
+  step0 "$S/step0-$mode-$n" "$S/bench" "$S/gen-$mode-$n" "$inits" "$@"
+}
+table() {  # table SPLIT: every generator at 10,000 concepts against the references
+  local S=$R/$1 extra=()
+  [ -f "$S/step0-both-10000/step0.json" ] && extra=(both=$S/step0-both-10000)
   ${PY:-python} "$TOOLS/compare_step0.py" "$S/bench" \
-     examples=$S/step0-examples-10000 text-task=$S/step0-text-10000 both=$S/step0-both-10000 \
+     examples=$S/step0-examples-10000 text-task=$S/step0-text-10000 "${extra[@]}" \
      nearest-examples=$S/step0-examples-10000:nearest-examples --refs nearest-examples \
      --json "$S/compare.json" > "$S/compare.md"
+}
+B_OPTS=(-T "exclude_families=$FAMILIES")
+bench A
+for n in 300 1000 3000 10000; do generator A examples $n; done
+generator A text 10000
+table A
+bench B "${B_OPTS[@]}"
+generator B examples 10000 "${B_OPTS[@]}"
+generator B text 10000 "${B_OPTS[@]}"
+table B
+for split in A B; do  # example+text last: the slowest fit, and the worst last time
+  opts=(); [ $split = B ] && opts=("${B_OPTS[@]}")
+  generator $split both 10000 "${opts[@]}"
+  table $split
 done
 ${PY:-python} "$TOOLS/compare_step0.py" "$R/A/bench" \
    $(for n in 300 1000 3000 10000; do echo "examples-$n=$R/A/step0-examples-$n"; done) \

@@ -612,6 +612,10 @@ class _History(Callback):
             run.objective.sampled = state.get("sampled", [])
 
 
+#: steps between a fit's checkpoints at most
+CHECKPOINT_EVERY = 250
+
+
 def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]:
     """The fit on the training engine; returns (history, step, seconds). Every rank resumes
     from rank 0's checkpoint; the time budget is decided on rank 0 and shared."""
@@ -642,6 +646,8 @@ def _train(run: _Fit, ckpt_dir: Path) -> tuple[list[dict[str, Any]], int, float]
         max_steps=config.steps,
         parts=parts,
         ckpt_dir=ckpt_dir,
+        # besides every validation: a kill loses at most this many steps whatever --val-every
+        checkpoint_every=min(config.val_every, CHECKPOINT_EVERY),
         callbacks=[history],
         max_minutes=config.max_minutes,
         desc="fit",
