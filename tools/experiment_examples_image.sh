@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 23 on image translation: the generator that reads the new concept's example pairs
-# (trained on the task loss over 10,000 sampled concepts) against retrieval by prompt and by
+# (trained on the task loss over 12,000 sampled concepts) against retrieval by prompt and by
 # examples (embedded, and scored by the task loss on the examples), the dataset mean, the
 # standard init, the shipped pack's text-conditioned generator and the oracles, at step 0 on
 # every held-out concept (interpolation, extrapolation, composition: 108).
@@ -9,7 +9,7 @@
 #   tools/experiment_examples_image.sh [WORK]   (default WORK=runs/examples-image)
 set -euo pipefail
 WORK=${1:-runs/examples-image}
-CONCEPTS=${CONCEPTS:-10000}
+CONCEPTS=${CONCEPTS:-12000}  # draws; values are rounded, so ~11,000 distinct concepts
 DNW=${DNW:-.venv/bin/dnw}
 PY=${PY:-.venv/bin/python}
 PACK=$($PY -c "import denoised_weights.pretrained as p; print(p.SHIPPED)")
