@@ -229,7 +229,9 @@ def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_pa
     assert (
         torch.equal(a, gen.generate_blocks("warm sepia photo", seed=1)) and torch.isfinite(a).all()
     )
-    # at t = 999 the input is noise: the model's estimate is the clean block itself
+    # at t = 999 the input is noise: the model's estimate is the clean block itself (called as
+    # generation calls it, the prompt shared by every block: a barely trained model's group
+    # norms turn the float rounding of another call into differences far above 1e-5)
     n, b = gen.blocker.n_blocks, gen.blocker.block_size
     tokens, mask = gen.encoder.encode(["warm sepia photo"])
     noise = torch.randn(n, b, generator=torch.Generator().manual_seed(1))
@@ -238,8 +240,9 @@ def test_sample_prediction_generates_from_pure_noise_at_the_noisiest_step(tmp_pa
             noise,
             torch.full((n,), 999),
             torch.arange(n),
-            tokens.expand(n, -1, -1),
-            mask.expand(n, -1),
+            tokens,
+            mask,
+            text_index=torch.zeros(n, dtype=torch.long),
         )
     assert torch.allclose(a, gen.offset + gen.scale * x0, atol=1e-5)
 
