@@ -29,6 +29,40 @@ from denoised_weights.core.errors import DnwError, FingerprintMismatchError
 from denoised_weights.core.interfaces import StateDict, TargetArchitecture, WeightGenerator
 
 
+class FittedSteps:
+    """For inits fitted on the new concept's data: their ``fit_steps`` count as training
+    steps (the benchmark adds them to the steps to target)."""
+
+    fit_steps: int
+
+    @property
+    def training_steps(self) -> int:
+        """Fitting steps on the new concept's data: they count as training steps."""
+        return self.fit_steps
+
+
+def train_steps(
+    arch: TargetArchitecture,
+    model: nn.Module,
+    batches: Any,
+    *,
+    steps: int,
+    lr: float,
+    carry: Mapping[str, torch.Tensor] | None,
+    seed: int,
+    desc: str,
+) -> None:
+    """``steps`` of the architecture's own training step on ``model`` (a fresh training state,
+    the base's ``carry`` loaded), ``batches(step)`` feeding them."""
+    from denoised_weights.core.engine import Trainer, architecture_step
+
+    tstate = arch.init_training(model, seed=seed, lr=lr)
+    if carry:
+        arch.load_training_carry(tstate, carry)
+    step = architecture_step(arch, model, tstate, next(model.parameters()).device)
+    Trainer(step, max_steps=steps, batches=batches, desc=desc, progress=False).run()
+
+
 class _DatasetInit(WeightGenerator):
     def __init__(self, data: str | Path, **_: Any) -> None:
         self.dataset = WeightDataset(data)
@@ -309,7 +343,7 @@ class _SigmaB(nn.Module):
         return (self.u * self.sigma).reshape(self.shape)
 
 
-class FineInit(_DatasetInit):
+class FineInit(FittedSteps, _DatasetInit):
     """FINE: shared per-layer bases from the dataset; Σ fitted on the new concept's pairs."""
 
     def __init__(
@@ -376,11 +410,6 @@ class FineInit(_DatasetInit):
             batch_size=self.batch_size,
         )
 
-    @property
-    def training_steps(self) -> int:
-        """Fitting steps on the new concept's data: they count as training steps."""
-        return self.fit_steps
-
 
 def fit_sigma(
     state: StateDict,
@@ -399,7 +428,6 @@ def fit_sigma(
     only σ for ``steps`` architecture training steps on ``data``; returns the LoRA state."""
     from torch.nn.utils import parametrize
 
-    from denoised_weights.core.engine import Trainer, architecture_step
     from denoised_weights.core.interfaces import data_size
     from denoised_weights.core.lora import load_lora_state, lora_state
 
@@ -416,10 +444,6 @@ def fit_sigma(
         )
         module.parametrizations.weight.original.requires_grad_(False)
         wrapped.append(module)
-    tstate = arch.init_training(model, seed=seed, lr=lr)
-    if carry:
-        arch.load_training_carry(tstate, carry)
-    device = next(model.parameters()).device
     n = data_size(data)
     g = torch.Generator().manual_seed(seed)
 
@@ -427,8 +451,7 @@ def fit_sigma(
         idx = torch.randint(n, (min(batch_size, n),), generator=g)
         return {k: v[idx] for k, v in data.items()}
 
-    step = architecture_step(arch, model, tstate, device)
-    Trainer(step, max_steps=steps, batches=batches, desc="fit σ", progress=False).run()
+    train_steps(arch, model, batches, steps=steps, lr=lr, carry=carry, seed=seed, desc="fit σ")
     for module in wrapped:
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return {k: v.cpu() for k, v in lora_state(model).items()}

@@ -24,6 +24,7 @@ from torch import nn
 
 from denoised_weights.core.errors import DnwError
 from denoised_weights.core.interfaces import StateDict, TargetArchitecture, WeightGenerator
+from denoised_weights.generators.baselines import FittedSteps, train_steps
 
 
 def _layers(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -35,7 +36,7 @@ def _layers(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
     return out
 
 
-class _GeneratedInit(WeightGenerator):
+class _GeneratedInit(FittedSteps, WeightGenerator):
     def __init__(
         self,
         path: str | Path,
@@ -50,11 +51,6 @@ class _GeneratedInit(WeightGenerator):
         self.generator = DiffusionGenerator(path, registries=registries)
         self.path = self.generator.path
         self.fit_steps, self.lr, self.batch_size = fit_steps, lr, batch_size
-
-    @property
-    def training_steps(self) -> int:
-        """Fitting steps on the new concept's data: they count as training steps."""
-        return self.fit_steps
 
     def check_fits(self, arch: TargetArchitecture) -> None:
         self.generator.check_fits(arch)
@@ -106,7 +102,37 @@ class FineGeneratedInit(_GeneratedInit):
         )
 
 
-class BlendInit(_GeneratedInit):
+class _Blending:
+    """What ``blend`` and its control share: per-layer coefficients over ``candidates``
+    (the first is the start), fitted by :func:`fit_blend`."""
+
+    fit_steps: int
+    lr: float
+    batch_size: int
+
+    def candidates(self, prompt: str, seed: int) -> list[StateDict]:
+        raise NotImplementedError
+
+    def initialise(
+        self,
+        prompt: str,
+        *,
+        arch: TargetArchitecture | None = None,
+        model: nn.Module | None = None,
+        task: Any = None,
+        data: Mapping[str, torch.Tensor] | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> StateDict:
+        cands = self.candidates(prompt, seed)
+        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
+            return cands[0]
+        return fit_blend(
+            cands, arch, model, task, data, seed, self.fit_steps, self.lr, self.batch_size
+        )
+
+
+class BlendInit(_Blending, _GeneratedInit):
     """Per-layer coefficients over {generated, k nearest, mean}, fitted on the task's loss."""
 
     def __init__(
@@ -139,26 +165,8 @@ class BlendInit(_GeneratedInit):
             self.mean.generate(prompt),
         ]
 
-    def initialise(
-        self,
-        prompt: str,
-        *,
-        arch: TargetArchitecture | None = None,
-        model: nn.Module | None = None,
-        task: Any = None,
-        data: Mapping[str, torch.Tensor] | None = None,
-        seed: int = 0,
-        **_: Any,
-    ) -> StateDict:
-        cands = self.candidates(prompt, seed)
-        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
-            return cands[0]
-        return fit_blend(
-            cands, arch, model, task, data, seed, self.fit_steps, self.lr, self.batch_size
-        )
 
-
-class BlendRandomInit(WeightGenerator):
+class BlendRandomInit(_Blending, FittedSteps, WeightGenerator):
     """The control of ``blend`` (after arXiv 2602.12323): the same per-layer fit, at the same
     fitting steps, over {the dataset mean, k stored LoRAs drawn at random}, starting at the
     mean. If ``blend`` wins only as much as this, its win is the fit, not transfer from the
@@ -179,10 +187,6 @@ class BlendRandomInit(WeightGenerator):
         self.dataset = self.mean.dataset
         self.k, self.fit_steps, self.lr, self.batch_size = k, fit_steps, lr, batch_size
 
-    @property
-    def training_steps(self) -> int:
-        return self.fit_steps
-
     def check_fits(self, arch: TargetArchitecture) -> None:
         self.mean.check_fits(arch)
 
@@ -199,26 +203,8 @@ class BlendRandomInit(WeightGenerator):
     def generate(self, prompt: str, *, seed: int = 0) -> StateDict:
         return self.mean.generate(prompt, seed=seed)
 
-    def initialise(
-        self,
-        prompt: str,
-        *,
-        arch: TargetArchitecture | None = None,
-        model: nn.Module | None = None,
-        task: Any = None,
-        data: Mapping[str, torch.Tensor] | None = None,
-        seed: int = 0,
-        **_: Any,
-    ) -> StateDict:
-        cands = self.candidates(prompt, seed)
-        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
-            return cands[0]
-        return fit_blend(
-            cands, arch, model, task, data, seed, self.fit_steps, self.lr, self.batch_size
-        )
 
-
-class NearestTunedInit(WeightGenerator):
+class NearestTunedInit(FittedSteps, WeightGenerator):
     """The other control of the few-shot inits: retrieval by prompt (``nearest``), then
     ``fit_steps`` ordinary LoRA fine-tuning steps on the new concept's data (the
     architecture's own training step), counted as training steps like every few-shot fit."""
@@ -229,10 +215,6 @@ class NearestTunedInit(WeightGenerator):
         self.nearest = NearestInit(data, registries=registries)
         self.dataset = self.nearest.dataset
         self.fit_steps = fit_steps
-
-    @property
-    def training_steps(self) -> int:
-        return self.fit_steps
 
     def check_fits(self, arch: TargetArchitecture) -> None:
         self.nearest.check_fits(arch)
@@ -252,7 +234,6 @@ class NearestTunedInit(WeightGenerator):
         seed: int = 0,
         **_: Any,
     ) -> StateDict:
-        from denoised_weights.core.engine import Trainer, architecture_step
         from denoised_weights.core.lora import load_lora_state, lora_state
 
         state = self.generate(prompt, seed=seed)
@@ -260,16 +241,16 @@ class NearestTunedInit(WeightGenerator):
             return state
         device = next(model.parameters()).device
         load_lora_state(model, {k: v.to(device) for k, v in state.items()})
-        tstate = arch.init_training(model, seed=seed, lr=arch.learning_rates["lora"])
-        if carry:
-            arch.load_training_carry(tstate, carry)
-        Trainer(
-            architecture_step(arch, model, tstate, device),
-            max_steps=self.fit_steps,
-            batches=lambda step: task.batch(data, batch_size=8, seed=seed, step=step),
+        train_steps(
+            arch,
+            model,
+            lambda step: task.batch(data, batch_size=8, seed=seed, step=step),
+            steps=self.fit_steps,
+            lr=arch.learning_rates["lora"],
+            carry=carry,
+            seed=seed,
             desc="nearest-tuned",
-            progress=False,
-        ).run()
+        )
         return {k: v.detach().cpu().clone() for k, v in lora_state(model).items()}
 
 
