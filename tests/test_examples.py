@@ -193,3 +193,19 @@ def test_scored_retrieval_hands_over_the_stored_lora_that_fits_the_examples_best
         init.initialise("a prompt and no data")
     with pytest.raises(dnw.DnwError, match="checkpoints must be"):
         ScoredExamplesInit(tiny_dataset, checkpoints="first")
+
+
+def test_the_python_call_conditions_on_a_folder_of_pairs(
+    example_generators, tiny_generator, tmp_path
+):
+    from denoised_weights.plugins.image_translation.pairs import write_pairs
+
+    sepia = _examples("sepia-0.8", n=4)
+    folder = write_pairs(tmp_path / "sepia", sepia["A"], sepia["B"])
+    gen = DiffusionGenerator(example_generators["examples"])
+    from_folder = dnw.generate("", generator=gen, pairs=folder)["state"]
+    loaded = dnw.api.load_examples(gen, folder)
+    from_data = dnw.generate("", generator=gen, examples=loaded)["state"]
+    assert all(torch.equal(from_folder[k], from_data[k]) for k in from_folder)
+    with pytest.warns(UserWarning, match="reads only the prompt"):
+        dnw.generate("a sepia photo", generator=tiny_generator, pairs=folder)

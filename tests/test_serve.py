@@ -59,7 +59,7 @@ def test_preview_and_download(tiny_app):
     app, _, _ = tiny_app
     client = _client(app)
     (before, after), note = client.predict(
-        "strong sepia toning", "skimage/chelsea", None, api_name="/preview"
+        "strong sepia toning", "skimage/chelsea", None, None, None, api_name="/preview"
     )
     a, b = Image.open(before), Image.open(after)
     assert a.size == b.size == (451, 300)  # chelsea, under the 512 shown
@@ -77,7 +77,7 @@ def test_two_sessions_keep_their_own_runs(tiny_app):
 
     def go(i):
         results[i] = clients[i].predict(
-            f"prompt number {i}", "skimage/coffee", None, api_name="/preview"
+            f"prompt number {i}", "skimage/coffee", None, None, None, api_name="/preview"
         )
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
@@ -96,6 +96,86 @@ def test_two_sessions_keep_their_own_runs(tiny_app):
 
         prompts = {json.loads((r / "dnw_adapter.json").read_text())["prompt"] for r in runs}
         assert prompts == {f"prompt number {i}"}
+
+
+def _pairs(folder: Path, concept: str, n: int = 4) -> tuple[list, list]:
+    """``n`` example pairs of a catalogue concept as files, in gradio_client's upload form."""
+    from gradio_client import handle_file
+
+    import denoised_weights as dnw
+    from denoised_weights.plugins.image_translation.pairs import write_pairs
+
+    task = dnw.create_task("image-translation")
+    arch = dnw.create_architecture("e2gan", "tiny")
+    data = task.make_data(task.get_concept(concept), arch=arch, split="train", n=n, seed=0)
+    write_pairs(folder, data["A"], data["B"])
+    return tuple(
+        [handle_file(str(f)) for f in sorted((folder / side).glob("*.png"))] for side in "AB"
+    )
+
+
+def test_uploaded_pairs_with_a_prompt_generator(tiny_app, tmp_path):
+    app, _, _ = tiny_app
+    a, b = _pairs(tmp_path / "sepia", "sepia-0.8")
+    _, note = _client(app).predict(
+        "strong sepia toning", "skimage/chelsea", None, a, b, api_name="/preview"
+    )
+    assert "reads only the prompt" in note and "strong sepia toning" in note
+
+
+@pytest.fixture(scope="module")
+def examples_app(tmp_path_factory, tiny_base, tiny_dataset):
+    """The app on an examples-only generator (a barely fitted tiny one)."""
+    from denoised_weights.pipeline.fit import fit
+    from denoised_weights.plugins.image_translation.serve import serve
+
+    gen = fit(
+        tiny_dataset,
+        tmp_path_factory.mktemp("examples_gen") / "gen",
+        base=str(tiny_base),
+        conditioning="examples",
+        text_encoder="hash",
+        objective="task",
+        prediction_type="sample",
+        max_steps=2,
+        val_every=2,
+        task_concepts=2,
+        task_batch=4,
+        n_examples=3,
+    )
+    app, studio = serve(
+        port=_free_port(),
+        workdir=tmp_path_factory.mktemp("serve_examples"),
+        base=tiny_base,
+        generator=gen,
+        preset="tiny",
+        block=False,
+        echo=lambda _: None,
+    )
+    yield app, studio
+    app.close()
+    studio.close()
+
+
+def test_an_examples_generator_previews_from_uploaded_pairs(examples_app, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    app, _ = examples_app
+    client = _client(app)
+    (before, after), note = client.predict(
+        "", "skimage/chelsea", None, None, None, api_name="/preview"
+    )
+    assert "reads examples" in note  # nothing to condition on yet: the photo, unchanged
+    assert np.array_equal(np.asarray(Image.open(before)), np.asarray(Image.open(after)))
+    afters = {}
+    for concept in ("sepia-0.8", "invert-1"):
+        a, b = _pairs(tmp_path / concept, concept)
+        (_, after), note = client.predict("", "skimage/chelsea", None, a, b, api_name="/preview")
+        assert "4 example pairs" in note, note
+        afters[concept] = np.asarray(Image.open(after), dtype=np.float32)
+    assert np.abs(afters["sepia-0.8"] - afters["invert-1"]).max() > 0  # other pairs, other LoRA
+    with pytest.raises(AppError, match="as many B images as A images"):
+        client.predict("", "skimage/chelsea", None, a, b[:2], api_name="/preview")
 
 
 def test_finetune_streams_its_curve(tiny_app):

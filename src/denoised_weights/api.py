@@ -9,7 +9,7 @@ The ``dnw`` commands are thin wrappers around these calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -188,22 +188,45 @@ def generate(
     prompt: str,
     out: str | Path | None = None,
     *,
-    generator: str | Path | None = None,
+    generator: str | Path | Any | None = None,
     task: str = "image-translation",
+    pairs: str | Path | None = None,
+    examples: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     registries: Registries | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """``dnw generate``: a LoRA for ``prompt`` from a fitted generator (default: the shipped
-    pack's for ``task``), every block in one batched denoising step. With ``out`` the PEFT
-    adapter is written there; the result holds the timing, the state and its description.
-    ``options``: the fields of :class:`~denoised_weights.pipeline.options.GenerateOptions`."""
+    """``dnw generate``: a LoRA for ``prompt`` from a fitted generator (a folder, a loaded
+    ``DiffusionGenerator``, or None for the shipped pack's for ``task``), every block in one
+    batched denoising step. With ``out`` the PEFT adapter is written there; the result holds
+    the timing, the state and its description. A generator that reads examples conditions on
+    ``pairs`` (a folder of the new concept's examples, read by the task) or ``examples`` (the
+    task's data, e.g. ``{"A": ..., "B": ...}``); a prompt-only generator ignores them and
+    warns. ``options``: the fields of
+    :class:`~denoised_weights.pipeline.options.GenerateOptions`."""
     import dataclasses
+    import warnings
 
+    from denoised_weights.generators.diffusion import DiffusionGenerator
     from denoised_weights.pipeline.generate import generate_adapter
     from denoised_weights.pipeline.options import GenerateOptions, split_options
+    from denoised_weights.pipeline.pack import default_generator
 
     (opts,) = split_options("generate", options, GenerateOptions)
+    if pairs is not None and examples is not None:
+        raise DnwError("give the new concept's examples once: pairs (a folder) or examples")
+    if pairs is not None or examples is not None:
+        if not isinstance(generator, DiffusionGenerator):
+            generator = DiffusionGenerator(
+                generator or default_generator(task), registries=registries
+            )
+        if not generator.reads_examples:
+            warnings.warn(
+                "this generator reads only the prompt; the examples are not used", stacklevel=2
+            )
+            pairs = examples = None
+        elif pairs is not None:
+            examples = load_examples(generator, pairs, task=task, registries=registries)
     return generate_adapter(
         prompt,
         out,
@@ -212,6 +235,7 @@ def generate(
         overwrite=overwrite,
         registries=registries,
         **dataclasses.asdict(opts),
+        **({"examples": dict(examples)} if examples is not None else {}),
     )
 
 

@@ -1,8 +1,10 @@
 """``dnw serve``: a local web app (Gradio, the optional ``app`` extra) to try translators.
 
 Type a concept prompt and the generated LoRA init is applied to a photo at once (a bundled
-photo or an upload, before / after); pick a catalogue concept or upload A/B pairs and
-fine-tune from the generated init with a live quality-vs-step plot (and scratch's and
+photo or an upload, before / after). Uploaded A/B example pairs of the edit condition the
+generation too when the generator reads examples (``dnw fit --conditioning examples|both``);
+an examples-only generator waits for them. Pick a catalogue concept or use the uploaded pairs
+and fine-tune from the generated init with a live quality-vs-step plot (and scratch's and
 standard's curves beside it if asked); download the adapter, the merged safetensors and the
 ONNX file. Everything goes through the public calls (``api.generate``, ``api.finetune``, the
 plugin's ``load_translator`` and ``export``). Each browser session writes into its own folder
@@ -105,7 +107,8 @@ class Studio:
         """At start-up: load the generator, and make the page's first preview (the default
         prompt on the first photo) so that it is there when a browser opens the page."""
         try:
-            self._load_generator()
+            if self.needs_examples:
+                return  # the first preview waits for the user's examples
             adapter, seconds = self.generate("landing", DEFAULT_PROMPT)
             name = next(iter(self.photos))
             before = self.photo(name)
@@ -120,10 +123,13 @@ class Studio:
         except Exception:  # the page then makes its first preview itself
             self._landing = None
 
-    def landing(self, prompt: str, photo: str | None, upload: Any) -> tuple | None:
+    def landing(
+        self, prompt: str, photo: str | None, upload: Any, pairs: Path | None = None
+    ) -> tuple | None:
         """The start-up preview when it is what is asked for (waits for the warm-up)."""
         if (
             upload is not None
+            or pairs is not None
             or prompt != DEFAULT_PROMPT
             or photo not in (None, next(iter(self.photos)))
         ):
@@ -141,7 +147,8 @@ class Studio:
                 self._generator = DiffusionGenerator(
                     self.generator_path or default_generator(), registries=self.registries
                 )
-                self._generator.generate("warm-up")  # tokenizer, kernels
+                if self._generator.conditioner.reads_text:
+                    self._generator.generate("warm-up")  # tokenizer, kernels
             return self._generator
 
     def session_dir(self, session: str) -> Path:
@@ -167,14 +174,25 @@ class Studio:
         img.thumbnail((SHOW_SIDE, SHOW_SIDE), Image.Resampling.LANCZOS)
         return img
 
-    def generate(self, session: str, prompt: str) -> tuple[Path, float]:
-        """``api.generate`` with the shared generator into a new run folder of the session."""
+    @property
+    def needs_examples(self) -> bool:
+        """Whether the generator reads only examples (then nothing is generated without)."""
+        gen = self._load_generator()
+        return gen.reads_examples and not gen.conditioner.reads_text
+
+    def generate(self, session: str, prompt: str, pairs: Path | None = None) -> tuple[Path, float]:
+        """``api.generate`` with the shared generator into a new run folder of the session,
+        conditioned on the example ``pairs`` (a pix2pix folder) when the generator reads
+        examples."""
         from denoised_weights import api
 
         gen = self._load_generator()
+        pairs = pairs if gen.reads_examples else None
         out = self.new_run(session, "generated")
         with self._lock:  # the tokenizer is not thread-safe
-            result = api.generate(prompt, out, generator=gen, registries=self.registries)
+            result = api.generate(
+                prompt, out, generator=gen, pairs=pairs, registries=self.registries
+            )
         return out, result["generation_seconds"]
 
     def apply(self, adapter: str | Path, image: Any) -> Any:
@@ -307,23 +325,70 @@ def build_app(studio: Studio) -> Any:
     def session_of(request: gr.Request | None) -> str:
         return getattr(request, "session_hash", None) or "local"
 
-    def preview(prompt: str, photo: str, upload: Any, state: dict, request: gr.Request):
-        if not (prompt or "").strip():
-            raise gr.Error("Type a concept prompt first, e.g. 'a pencil sketch'.")
+    def example_pairs(session: str, a_files: Any, b_files: Any) -> Path | None:
+        """The uploaded example pairs as a pix2pix folder of the session (None without)."""
+        if not (a_files or b_files):
+            return None
+        return save_pairs(studio.new_run(session, "pairs"), a_files or [], b_files or [])
+
+    def preview(
+        prompt: str,
+        photo: str,
+        upload: Any,
+        a_files: Any,
+        b_files: Any,
+        state: dict,
+        request: gr.Request,
+    ):
         t0 = time.perf_counter()
-        ready = studio.landing(prompt, photo, upload)  # made at start-up: the page's first view
+        prompt = (prompt or "").strip()
+        session = session_of(request)
+        try:
+            pairs = example_pairs(session, a_files, b_files)
+            gen = studio._load_generator()
+        except DnwError as exc:
+            raise gr.Error(str(exc)) from None
+        reads = gen.reads_examples and pairs is not None
+        if studio.needs_examples and pairs is None:
+            before = studio.photo(photo, upload)
+            note = (
+                "This generator reads examples of the edit, not a prompt: upload A images "
+                "and their B images (paired in name order) under *Examples of the edit*."
+            )
+            return (before, before), note, state
+        if not prompt and not reads:
+            raise gr.Error("Type a concept prompt first, e.g. 'a pencil sketch'.")
+        ready = studio.landing(prompt, photo, upload, pairs)  # made at start-up: the first view
         if ready is not None:
             _, _, adapter, gen_seconds, before, after = ready
         else:
-            adapter, gen_seconds = studio.generate(session_of(request), prompt.strip())
+            try:
+                adapter, gen_seconds = studio.generate(session, prompt, pairs)
+            except DnwError as exc:
+                raise gr.Error(str(exc)) from None
             before = studio.photo(photo, upload)
             after = studio.apply(adapter, before)
-        state = {**(state or {}), "adapter": str(adapter), "label": f"generated: {prompt.strip()}"}
+        n = len(list((pairs / "A").iterdir())) if pairs is not None else 0
+        read = [f"**{prompt}**"] if prompt and gen.conditioner.reads_text else []
+        read += [f"**{n} example pair{'s' if n != 1 else ''}**"] if reads else []
+        what = " and ".join(read)
+        state = {**(state or {}), "adapter": str(adapter), "label": f"generated: {what}"}
+        unused = (
+            " This generator reads only the prompt; the example pairs are used when you fine-tune."
+            if pairs is not None and not gen.reads_examples
+            else ""
+        )
         note = (
-            f"Generated init for **{prompt.strip()}** ({gen_seconds * 1000:.0f} ms to generate, "
-            f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after."
+            f"Generated init from {what} ({gen_seconds * 1000:.0f} ms to generate, "
+            f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after.{unused}"
         )
         return (before, after), note, state
+
+    def when_paired(prompt, photo, upload, a_files, b_files, state, request: gr.Request):
+        """A new preview once as many B images as A images are uploaded."""
+        if not a_files or len(a_files) != len(b_files or []):
+            return gr.skip(), gr.skip(), gr.skip()
+        return preview(prompt, photo, upload, a_files, b_files, state, request)
 
     def plot_frame(run: Path, inits: list[str]) -> Any:
         rows = [
@@ -340,14 +405,18 @@ def build_app(studio: Studio) -> Any:
     ) -> Iterator[tuple]:
         session = session_of(request)
         code = None
-        pairs = None
-        if a_files or b_files:
-            pairs = save_pairs(studio.new_run(session, "pairs"), a_files or [], b_files or [])
+        try:
+            pairs = example_pairs(session, a_files, b_files)
+        except DnwError as exc:
+            raise gr.Error(str(exc)) from None
+        if pairs is not None:
             concept = None
             if not (prompt or "").strip():
                 raise gr.Error("Uploaded pairs need a prompt that says what they show.")
         elif not concept:
             raise gr.Error("Pick a catalogue concept or upload A/B pairs.")
+        else:
+            prompt = ""  # a catalogue concept brings its own prompt
         steps = int(steps)
         every = max(1, steps // 10)
         run, inits = studio.start_finetune(
@@ -443,6 +512,19 @@ def build_app(studio: Studio) -> Any:
                 )
                 photo = gr.Dropdown(names, value=names[0], label="Photo")
                 upload = gr.Image(type="pil", label="…or your own photo", height=160)
+                with gr.Accordion("Examples of the edit (optional)", open=False):
+                    gr.Markdown(
+                        "Photos before (A) and after (B) the edit, paired in name order. A "
+                        "generator that reads examples conditions on them; Fine-tune trains "
+                        "on them (with the prompt above)."
+                    )
+                    with gr.Row():
+                        a_files = gr.File(
+                            file_count="multiple", file_types=["image"], label="A images"
+                        )
+                        b_files = gr.File(
+                            file_count="multiple", file_types=["image"], label="B images"
+                        )
                 note = gr.Markdown(elem_id="note")
             with gr.Column(scale=3):
                 slider = gr.ImageSlider(
@@ -450,11 +532,11 @@ def build_app(studio: Studio) -> Any:
                 )
         with gr.Accordion("Fine-tune from the generated init", open=True), gr.Row():
             with gr.Column():
-                concept = gr.Dropdown(concepts, value=DEFAULT_CONCEPT, label="Catalogue concept")
-                ft_prompt = gr.Textbox(label="Prompt (needed for uploaded pairs)", lines=1)
-                with gr.Row():
-                    a_files = gr.File(file_count="multiple", file_types=["image"], label="A images")
-                    b_files = gr.File(file_count="multiple", file_types=["image"], label="B images")
+                concept = gr.Dropdown(
+                    concepts,
+                    value=DEFAULT_CONCEPT,
+                    label="Catalogue concept (uploaded example pairs take its place)",
+                )
                 steps = gr.Slider(10, 400, value=50, step=10, label="Steps")
                 compare = gr.Checkbox(label="Also scratch and standard, for comparison")
                 with gr.Row():
@@ -481,15 +563,17 @@ def build_app(studio: Studio) -> Any:
         files = gr.File(label="Download")
         dl_note = gr.Markdown()
 
-        inputs = [prompt, photo, upload, state]
+        inputs = [prompt, photo, upload, a_files, b_files, state]
         outputs = [slider, note, state]
         prompt.submit(preview, inputs, outputs, api_name="preview", concurrency_limit=2)
-        photo.change(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
-        upload.upload(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
+        for event in (photo.change, upload.upload):
+            event(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
+        for event in (a_files.upload, b_files.upload):  # once both sides are there
+            event(when_paired, inputs, outputs, api_visibility="private", concurrency_limit=2)
         app.load(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         job = start.click(
             finetune,
-            [concept, ft_prompt, a_files, b_files, steps, compare, photo, upload, state],
+            [concept, prompt, a_files, b_files, steps, compare, photo, upload, state],
             [plot, ft_note, slider, state],
             api_name="finetune",
             concurrency_limit=4,
