@@ -232,6 +232,24 @@ def test_shards_workers_and_torchrun_make_the_same_entries(tmp_path, tiny_base):
     assert WeightDataset(tmp_path / "ddp").verify() == []
 
 
+def test_concepts_another_command_holds_are_counted_over_every_worker(tmp_path, tiny_base):
+    """Concepts locked by another live command are left to it, and the message counts them
+    in the workers' shares too, not only in the share the command collects itself."""
+    from denoised_weights.core.dataset import safe_name
+
+    args = ["collect", "--base", tiny_base, "--preset", "tiny", *OPTS, "--out", tmp_path / "ds"]
+    assert cli(*args, "--concepts", "2").returncode == 0
+    held = sorted(set(training_concepts(4)) - set(training_concepts(2)))
+    for cid in held:  # this test's process holds them: alive, on this machine
+        work = tmp_path / "ds" / ".work" / safe_name(cid)
+        work.mkdir(parents=True)
+        (work / "lock").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
+    run = cli(*args, "--concepts", "4", "--workers", "2")
+    assert run.returncode == 0, run.stderr
+    assert "2 concept(s) were being collected by another process" in run.stdout + run.stderr
+    assert sorted(WeightDataset(tmp_path / "ds").concepts) == sorted(training_concepts(2))
+
+
 @pytest.mark.slow
 def test_workers_die_with_a_killed_parent(tmp_path, tiny_base):
     """kill -9 of `dnw collect --workers 2` must not leave workers writing to the dataset."""

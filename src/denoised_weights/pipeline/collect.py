@@ -517,10 +517,13 @@ def collect(
             device=device,
             threads=threads,
         )
-        skipped = others.run(
+        others.run(
             [(replace(job, concept_ids=left[w::procs], position=w),) for w in range(1, procs)],
             local=lambda: _collect_here(task, arch, job, registries),
         )
+    # what is still missing was held by another command on this folder (every share of this
+    # one finished, or the line above raised): counted over all the shares, not this process's
+    skipped = [c for c in left if c not in set(WeightDataset(out).concepts)]
     if world > 1:
         import torch.distributed as dist
 
