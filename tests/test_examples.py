@@ -130,6 +130,11 @@ def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
     missing = CliRunner().invoke(cli, [*args[:-3], "--no-warmup", "--out", str(tmp_path / "b")])
     assert missing.exit_code != 0 and "reads the new concept's examples" in missing.output
+    unnamed = [a for a in args if a not in ("--prompt", "x")]  # the folder's name stands in
+    ok = CliRunner().invoke(cli, [*unnamed, "--out", str(tmp_path / "c")])
+    assert ok.exit_code == 0, ok.output
+    nothing = CliRunner().invoke(cli, [*args[:3], "--no-warmup", "--out", str(tmp_path / "d")])
+    assert nothing.exit_code != 0 and "say what the new concept is" in nothing.output
 
 
 def test_retrieval_by_examples_finds_the_concept_its_examples_come_from(

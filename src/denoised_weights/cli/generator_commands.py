@@ -78,7 +78,11 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
     show_default=True,
     help="Whose pretrained pack to use without --generator.",
 )
-@click.option("--prompt", required=True, help="The new concept's text.")
+@click.option(
+    "--prompt",
+    default=None,
+    help="The new concept's text (with --pairs: default the folder's name).",
+)
 @click.option(
     "--pairs",
     type=click.Path(path_type=Path),
@@ -121,7 +125,9 @@ def generate(
     from denoised_weights.pipeline.generate import generate_adapter
     from denoised_weights.pipeline.pack import default_generator
 
-    if not prompt.strip():
+    if prompt is None and pairs is not None:
+        prompt = Path(pairs).resolve().name  # as dnw finetune --pairs names a concept
+    if prompt is None or not prompt.strip():
         raise click.BadParameter(
             "the prompt is empty; say what the new concept is", param_hint="--prompt"
         )
