@@ -107,7 +107,7 @@ def test_examples_need_the_task_objective(tmp_path, tiny_dataset, tiny_base):
         )
 
 
-def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
+def test_generate_reads_a_folder_of_pairs(example_generators, tiny_generator, tmp_path):
     from click.testing import CliRunner
 
     from denoised_weights.cli import create_cli
@@ -130,11 +130,14 @@ def test_generate_reads_a_folder_of_pairs(example_generators, tmp_path):
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
     missing = CliRunner().invoke(cli, [*args[:-3], "--no-warmup", "--out", str(tmp_path / "b")])
     assert missing.exit_code != 0 and "reads the new concept's examples" in missing.output
-    unnamed = [a for a in args if a not in ("--prompt", "x")]  # the folder's name stands in
+    unnamed = [a for a in args if a not in ("--prompt", "x")]  # the examples alone
     ok = CliRunner().invoke(cli, [*unnamed, "--out", str(tmp_path / "c")])
-    assert ok.exit_code == 0, ok.output
+    assert ok.exit_code == 0 and "the examples in" in ok.output, ok.output
     nothing = CliRunner().invoke(cli, [*args[:3], "--no-warmup", "--out", str(tmp_path / "d")])
     assert nothing.exit_code != 0 and "say what the new concept is" in nothing.output
+    unnamed[2] = str(tiny_generator)  # a prompt-only generator needs the prompt
+    text = CliRunner().invoke(cli, [*unnamed, "--out", str(tmp_path / "e")])
+    assert text.exit_code != 0 and "reads only the prompt" in text.output
 
 
 def test_retrieval_by_examples_finds_the_concept_its_examples_come_from(

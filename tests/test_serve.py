@@ -115,12 +115,26 @@ def _pairs(folder: Path, concept: str, n: int = 4) -> tuple[list, list]:
 
 
 def test_uploaded_pairs_with_a_prompt_generator(tiny_app, tmp_path):
+    from gradio_client.exceptions import AppError
+
     app, _, _ = tiny_app
+    client = _client(app)
     a, b = _pairs(tmp_path / "sepia", "sepia-0.8")
-    _, note = _client(app).predict(
+    _, note = client.predict(
         "strong sepia toning", "skimage/chelsea", None, a, b, api_name="/preview"
     )
     assert "reads only the prompt" in note and "strong sepia toning" in note
+    _, note = client.predict(  # incomplete pairs do not stop a preview
+        "strong sepia toning", "skimage/chelsea", None, a, None, api_name="/preview"
+    )
+    assert "strong sepia toning" in note
+    from denoised_weights.plugins.image_translation.serve import DEFAULT_PROMPT
+
+    job = client.submit(  # pairs need a prompt of their own: it makes the generated init
+        None, DEFAULT_PROMPT, a, b, 10, False, "skimage/chelsea", None, api_name="/finetune"
+    )
+    with pytest.raises(AppError, match="what your uploaded pairs show"):
+        job.result()
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +185,21 @@ def test_an_examples_generator_previews_from_uploaded_pairs(examples_app, tmp_pa
     for concept in ("sepia-0.8", "invert-1"):
         a, b = _pairs(tmp_path / concept, concept)
         (_, after), note = client.predict("", "skimage/chelsea", None, a, b, api_name="/preview")
-        assert "4 example pairs" in note, note
+        assert "3 example pairs** (of 4)" in note, note  # the generator reads n_examples=3
         afters[concept] = np.asarray(Image.open(after), dtype=np.float32)
     assert np.abs(afters["sepia-0.8"] - afters["invert-1"]).max() > 0  # other pairs, other LoRA
+    _, note = client.predict("", "skimage/chelsea", None, a, b[:2], api_name="/preview")
+    assert "not used until there are as many B images as A images" in note  # no error
+    job = client.submit(
+        None, "", a, b[:2], 10, False, "skimage/chelsea", None, api_name="/finetune"
+    )
     with pytest.raises(AppError, match="as many B images as A images"):
-        client.predict("", "skimage/chelsea", None, a, b[:2], api_name="/preview")
+        job.result()
+    # a fine-tune from the uploaded pairs: the generated init reads them
+    job = client.submit(None, "", a, b, 10, False, "skimage/chelsea", None, api_name="/finetune")
+    outputs = list(job)
+    assert outputs and "Done" in outputs[-1][1], job.status()
+    assert "uploaded pairs" in outputs[-2][1]
 
 
 def test_finetune_streams_its_curve(tiny_app):

@@ -81,7 +81,7 @@ def fit(ctx, data: Path, out: Path, device: str, overwrite: bool, **options) -> 
 @click.option(
     "--prompt",
     default=None,
-    help="The new concept's text (with --pairs: default the folder's name).",
+    help="The new concept's text (optional with --pairs for a generator that reads examples).",
 )
 @click.option(
     "--pairs",
@@ -125,14 +125,20 @@ def generate(
     from denoised_weights.pipeline.generate import generate_adapter
     from denoised_weights.pipeline.pack import default_generator
 
-    if prompt is None and pairs is not None:
-        prompt = Path(pairs).resolve().name  # as dnw finetune --pairs names a concept
-    if prompt is None or not prompt.strip():
+    if prompt is not None and not prompt.strip():
         raise click.BadParameter(
             "the prompt is empty; say what the new concept is", param_hint="--prompt"
         )
     existing_dir("--generator", generator, "a generator folder made by 'dnw fit'")
     gen = DiffusionGenerator(generator or default_generator(task), registries=registries_of(ctx))
+    if prompt is None:
+        if pairs is None or not gen.reads_examples:
+            raise click.BadParameter(
+                "say what the new concept is"
+                + ("" if pairs is None else " (this generator reads only the prompt)"),
+                param_hint="--prompt",
+            )
+        prompt = ""  # the examples alone
     options = options_from(GenerateOptions, options)
     if pairs is not None:
         if not gen.reads_examples:
@@ -165,7 +171,8 @@ def generate(
         echo_json(result)
     else:
         click.echo(
-            f"adapter for {short(prompt)} in {out} ({result['n_blocks']} "
+            f"adapter for {short(prompt) if prompt else f'the examples in {pairs}'} in {out} "
+            f"({result['n_blocks']} "
             f"blocks, {result['generation_seconds']:.3f} s)"
         )
 

@@ -521,9 +521,10 @@ def collect(
             [(replace(job, concept_ids=left[w::procs], position=w),) for w in range(1, procs)],
             local=lambda: _collect_here(task, arch, job, registries),
         )
-    # what is still missing was held by another command on this folder (every share of this
-    # one finished, or the line above raised): counted over all the shares, not this process's
-    skipped = [c for c in left if c not in set(WeightDataset(out).concepts)]
+    # every share of this command has finished (a failed one raised above), so what is still
+    # missing was held by another command on this folder: counted over all the shares
+    have = set(WeightDataset(out).concepts)
+    skipped = [c for c in left if c not in have]
     if world > 1:
         import torch.distributed as dist
 

@@ -177,8 +177,18 @@ class Studio:
     @property
     def needs_examples(self) -> bool:
         """Whether the generator reads only examples (then nothing is generated without)."""
-        gen = self._load_generator()
-        return gen.reads_examples and not gen.conditioner.reads_text
+        return self.conditioning == "examples"
+
+    @property
+    def conditioning(self) -> str:
+        """What the generator reads: ``text``, ``examples`` or ``both`` (from its folder,
+        without loading it)."""
+        from denoised_weights.core.io import read_json
+        from denoised_weights.generators.conditioning import CONFIG
+        from denoised_weights.pipeline.pack import default_generator
+
+        config = Path(self.generator_path or default_generator()) / CONFIG
+        return str(read_json(config).get("mode", "text")) if config.is_file() else "text"
 
     def generate(self, session: str, prompt: str, pairs: Path | None = None) -> tuple[Path, float]:
         """``api.generate`` with the shared generator into a new run folder of the session,
@@ -331,6 +341,9 @@ def build_app(studio: Studio) -> Any:
             return None
         return save_pairs(studio.new_run(session, "pairs"), a_files or [], b_files or [])
 
+    def paired(a_files: Any, b_files: Any) -> bool:
+        return bool(a_files) and len(a_files) == len(b_files or [])
+
     def preview(
         prompt: str,
         photo: str,
@@ -344,16 +357,26 @@ def build_app(studio: Studio) -> Any:
         prompt = (prompt or "").strip()
         session = session_of(request)
         try:
-            pairs = example_pairs(session, a_files, b_files)
             gen = studio._load_generator()
+            # the pairs condition a generator that reads examples; incomplete ones wait
+            pairs = (
+                example_pairs(session, a_files, b_files)
+                if gen.reads_examples and paired(a_files, b_files)
+                else None
+            )
         except DnwError as exc:
             raise gr.Error(str(exc)) from None
-        reads = gen.reads_examples and pairs is not None
+        waiting = (
+            " The example pairs are not used until there are as many B images as A images."
+            if gen.reads_examples and (a_files or b_files) and pairs is None
+            else ""
+        )
+        reads = pairs is not None
         if studio.needs_examples and pairs is None:
             before = studio.photo(photo, upload)
             note = (
                 "This generator reads examples of the edit, not a prompt: upload A images "
-                "and their B images (paired in name order) under *Examples of the edit*."
+                "and their B images (paired in name order) under *Examples of the edit*." + waiting
             )
             return (before, before), note, state
         if not prompt and not reads:
@@ -369,24 +392,34 @@ def build_app(studio: Studio) -> Any:
             before = studio.photo(photo, upload)
             after = studio.apply(adapter, before)
         n = len(list((pairs / "A").iterdir())) if pairs is not None else 0
+        used = min(n, gen.conditioner.n_examples)
         read = [f"**{prompt}**"] if prompt and gen.conditioner.reads_text else []
-        read += [f"**{n} example pair{'s' if n != 1 else ''}**"] if reads else []
+        read += (
+            [
+                f"**{used} example pair{'s' if used != 1 else ''}**"
+                + (f" (of {n})" if used < n else "")
+            ]
+            if reads
+            else []
+        )
         what = " and ".join(read)
         state = {**(state or {}), "adapter": str(adapter), "label": f"generated: {what}"}
         unused = (
             " This generator reads only the prompt; the example pairs are used when you fine-tune."
-            if pairs is not None and not gen.reads_examples
+            if (a_files or b_files) and not gen.reads_examples
             else ""
         )
         note = (
             f"Generated init from {what} ({gen_seconds * 1000:.0f} ms to generate, "
-            f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | after.{unused}"
+            f"{time.perf_counter() - t0:.2f} s in all). Drag the slider: before | "
+            f"after.{unused}{waiting}"
         )
         return (before, after), note, state
 
     def when_paired(prompt, photo, upload, a_files, b_files, state, request: gr.Request):
-        """A new preview once as many B images as A images are uploaded."""
-        if not a_files or len(a_files) != len(b_files or []):
+        """A new preview once as many B images as A images are uploaded (for a generator
+        that reads them)."""
+        if studio.conditioning == "text" or not paired(a_files, b_files):
             return gr.skip(), gr.skip(), gr.skip()
         return preview(prompt, photo, upload, a_files, b_files, state, request)
 
@@ -411,8 +444,14 @@ def build_app(studio: Studio) -> Any:
             raise gr.Error(str(exc)) from None
         if pairs is not None:
             concept = None
-            if not (prompt or "").strip():
-                raise gr.Error("Uploaded pairs need a prompt that says what they show.")
+            prompt = (prompt or "").strip()
+            if studio.needs_examples and prompt in ("", DEFAULT_PROMPT):
+                prompt = "uploaded pairs"  # only a name: this generator reads the pairs
+            elif prompt in ("", DEFAULT_PROMPT):
+                raise gr.Error(
+                    "Say in the prompt what your uploaded pairs show (it still holds the "
+                    "sample prompt): the generated init is made from it."
+                )
         elif not concept:
             raise gr.Error("Pick a catalogue concept or upload A/B pairs.")
         else:
@@ -512,7 +551,10 @@ def build_app(studio: Studio) -> Any:
                 )
                 photo = gr.Dropdown(names, value=names[0], label="Photo")
                 upload = gr.Image(type="pil", label="…or your own photo", height=160)
-                with gr.Accordion("Examples of the edit (optional)", open=False):
+                needed = studio.needs_examples
+                with gr.Accordion(
+                    "Examples of the edit" + ("" if needed else " (optional)"), open=needed
+                ):
                     gr.Markdown(
                         "Photos before (A) and after (B) the edit, paired in name order. A "
                         "generator that reads examples conditions on them; Fine-tune trains "
@@ -570,6 +612,8 @@ def build_app(studio: Studio) -> Any:
             event(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         for event in (a_files.upload, b_files.upload):  # once both sides are there
             event(when_paired, inputs, outputs, api_visibility="private", concurrency_limit=2)
+        for event in (a_files.clear, b_files.clear):  # the preview forgets them
+            event(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         app.load(preview, inputs, outputs, api_visibility="private", concurrency_limit=2)
         job = start.click(
             finetune,
