@@ -40,6 +40,11 @@ class FittedSteps:
         """Fitting steps on the new concept's data: they count as training steps."""
         return self.fit_steps
 
+    def fits_here(self, data: Any, *needed: Any) -> bool:
+        """Whether the fit runs: steps to run, the concept's ``data`` and every ``needed``
+        part (the architecture, the model, ...) given; else the init is its start."""
+        return self.fit_steps != 0 and bool(data) and all(x is not None for x in needed)
+
 
 def train_steps(
     arch: TargetArchitecture,
@@ -395,7 +400,7 @@ class FineInit(FittedSteps, _DatasetInit):
         seed: int = 0,
     ) -> StateDict:
         state = self.generate(prompt, seed=seed)
-        if arch is None or model is None or not data or self.fit_steps == 0:
+        if not self.fits_here(data, arch, model):
             return state
         return fit_sigma(
             state,

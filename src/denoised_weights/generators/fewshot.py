@@ -77,7 +77,7 @@ class FineGeneratedInit(_GeneratedInit):
         from denoised_weights.generators.baselines import _pad_columns, fit_sigma
 
         state = self.generate(prompt, seed=seed)
-        if arch is None or model is None or not data or self.fit_steps == 0:
+        if not self.fits_here(data, arch, model):
             return state
         bases = {}
         for layer, delta in lora_products(state).items():
@@ -102,11 +102,10 @@ class FineGeneratedInit(_GeneratedInit):
         )
 
 
-class _Blending:
+class _Blending(FittedSteps):
     """What ``blend`` and its control share: per-layer coefficients over ``candidates``
     (the first is the start), fitted by :func:`fit_blend`."""
 
-    fit_steps: int
     lr: float
     batch_size: int
 
@@ -125,7 +124,7 @@ class _Blending:
         **_: Any,
     ) -> StateDict:
         cands = self.candidates(prompt, seed)
-        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
+        if not self.fits_here(data, arch, model, task):
             return cands[0]
         return fit_blend(
             cands, arch, model, task, data, seed, self.fit_steps, self.lr, self.batch_size
@@ -166,7 +165,7 @@ class BlendInit(_Blending, _GeneratedInit):
         ]
 
 
-class BlendRandomInit(_Blending, FittedSteps, WeightGenerator):
+class BlendRandomInit(_Blending, WeightGenerator):
     """The control of ``blend`` (after arXiv 2602.12323): the same per-layer fit, at the same
     fitting steps, over {the dataset mean, k stored LoRAs drawn at random}, starting at the
     mean. If ``blend`` wins only as much as this, its win is the fit, not transfer from the
@@ -237,7 +236,7 @@ class NearestTunedInit(FittedSteps, WeightGenerator):
         from denoised_weights.core.lora import load_lora_state, lora_state
 
         state = self.generate(prompt, seed=seed)
-        if arch is None or model is None or task is None or not data or self.fit_steps == 0:
+        if not self.fits_here(data, arch, model, task):
             return state
         device = next(model.parameters()).device
         load_lora_state(model, {k: v.to(device) for k, v in state.items()})
