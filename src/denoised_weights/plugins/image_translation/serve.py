@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +180,10 @@ class Studio:
         """Whether the generator reads only examples (then nothing is generated without)."""
         return self.conditioning == "examples"
 
-    @property
+    @cached_property
     def conditioning(self) -> str:
         """What the generator reads: ``text``, ``examples`` or ``both`` (from its folder,
-        without loading it)."""
+        read once, without loading it)."""
         from denoised_weights.core.io import read_json
         from denoised_weights.generators.conditioning import CONFIG
         from denoised_weights.pipeline.pack import default_generator
